@@ -1,0 +1,116 @@
+// cachectl: the operators' command-line client of a running cachesvc.
+//
+// Exit codes: 0 success; 1 the daemon answered but the thing asked about is not there or not
+// serving; 2 usage error; 3 the daemon cannot be reached.
+#include <chrono>
+#include <cstdlib>
+#include <iostream>
+
+#include "CLI/CLI.hpp"
+#include "fmt/format.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "cachesvc/version.h"
+#include "client/admin_client.h"
+#include "nlohmann/json.hpp"
+
+namespace {
+
+constexpr int kExitNotFound = 1;
+constexpr int kExitUsage = 2;
+constexpr int kExitUnreachable = 3;
+
+struct Options {
+  std::string address = "127.0.0.1:50051";
+  int timeout_ms = 3000;
+  bool json = false;
+};
+
+// Prints a failed call's status to stderr and picks the exit code for it.
+int ReportError(const Options& opt, const absl::Status& status) {
+  std::cerr << "cachectl: " << opt.address << ": " << status.message() << " ("
+            << absl::StatusCodeToString(status.code()) << ")\n";
+  if (absl::IsUnavailable(status) || absl::IsDeadlineExceeded(status)) return kExitUnreachable;
+  if (absl::IsNotFound(status)) return kExitNotFound;
+  return EXIT_FAILURE;
+}
+
+int Health(const Options& opt) {
+  cachesvc::client::AdminClient client(opt.address);
+  auto status = client.CheckHealth(std::chrono::milliseconds(opt.timeout_ms));
+  if (!status.ok()) return ReportError(opt, status.status());
+  const std::string name = grpc::health::v1::HealthCheckResponse::ServingStatus_Name(*status);
+  if (opt.json) {
+    std::cout << nlohmann::json{{"address", opt.address}, {"status", name}}.dump() << "\n";
+  } else {
+    std::cout << name << "\n";
+  }
+  return *status == grpc::health::v1::HealthCheckResponse::SERVING ? 0 : kExitNotFound;
+}
+
+int Status(const Options& opt) {
+  cachesvc::client::AdminClient client(opt.address);
+  auto status = client.GetStatus(std::chrono::milliseconds(opt.timeout_ms));
+  if (!status.ok()) return ReportError(opt, status.status());
+  const absl::Duration uptime = absl::Now() - absl::FromUnixMillis(status->started_unix_ms());
+  if (opt.json) {
+    std::cout << nlohmann::json{{"address", opt.address},
+                                {"version", status->version()},
+                                {"started_unix_ms", status->started_unix_ms()},
+                                {"uptime_s", absl::ToInt64Seconds(uptime)},
+                                {"draining", status->draining()},
+                                {"gpu_present", status->gpu_present()},
+                                {"sessions_open", status->sessions_open()},
+                                {"blocks_indexed", status->blocks_indexed()},
+                                {"leases_outstanding", status->leases_outstanding()}}
+                     .dump()
+              << "\n";
+    return 0;
+  }
+  std::cout << "address      " << opt.address << "\n"
+            << "version      " << status->version() << "\n"
+            << "uptime       " << absl::FormatDuration(absl::Trunc(uptime, absl::Seconds(1))) << "\n"
+            << "state        " << (status->draining() ? "draining" : "serving") << "\n"
+            << "gpu          " << (status->gpu_present() ? "present" : "none") << "\n"
+            << "sessions     " << status->sessions_open() << "\n"
+            << "blocks       " << status->blocks_indexed() << "\n"
+            << "leases       " << status->leases_outstanding() << "\n";
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"cachectl: inspect and control a running cachesvc daemon", "cachectl"};
+  app.set_version_flag("--version",
+                       fmt::format("cachectl {} (commit {})", cachesvc::kVersion, cachesvc::kGitCommit));
+  Options opt;
+  if (const char* env = std::getenv("CACHESVC_ADDR")) opt.address = env;
+  app.add_option("--addr", opt.address, "daemon address, host:port or unix:/path (env CACHESVC_ADDR)")
+      ->capture_default_str();
+  app.add_option("--timeout-ms", opt.timeout_ms, "deadline of each call in milliseconds")
+      ->check(CLI::Range(1, 3600000))
+      ->capture_default_str();
+  app.add_flag("--json", opt.json, "print one JSON object instead of a table");
+  app.require_subcommand(1);
+  auto* health = app.add_subcommand("health", "ask whether the daemon is SERVING (exit 0) or not (1)");
+  auto* status = app.add_subcommand("status", "version, uptime and state of the daemon");
+  app.footer(
+      "Examples:\n"
+      "  cachectl health\n"
+      "  cachectl --addr 10.0.0.5:50051 --json status\n"
+      "Exit codes: 0 ok, 1 not found / not serving, 2 usage, 3 cannot reach the daemon.");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::cerr << "cachectl: " << e.what() << " (see --help)\n";
+    return kExitUsage;
+  }
+  if (health->parsed()) return Health(opt);
+  if (status->parsed()) return Status(opt);
+  return kExitUsage;
+}
