@@ -15,7 +15,7 @@ namespace cachesvc {
 
 // Facts about this daemon fixed at start.
 struct DaemonInfo {
-  std::string version;       // "0.1.0 (commit)"
+  std::string version;  // "0.1.0 (commit)"
   std::int64_t started_unix_ms = 0;
   bool gpu_present = false;
 };

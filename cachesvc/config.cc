@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
-#include <charconv>
 #include <cerrno>
+#include <charconv>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -13,7 +13,8 @@
 #include "fmt/format.h"
 #include "toml++/toml.h"
 
-extern char** environ;  // NOLINT(readability-redundant-declaration): POSIX, not declared by <unistd.h> in C++
+extern char**
+    environ;  // NOLINT(readability-redundant-declaration): POSIX, not declared by <unistd.h> in C++
 
 namespace cachesvc {
 namespace {
@@ -78,7 +79,8 @@ absl::Status CheckRange(std::int64_t v, std::int64_t lo, std::int64_t hi) {
 }
 
 const std::array<KeySpec, 5> kKeys = {{
-    {"listen", "gRPC listen address: host:port, [ipv6]:port or unix:/path; port 0 picks a free port",
+    {"listen",
+     "gRPC listen address: host:port, [ipv6]:port or unix:/path; port 0 picks a free port",
      &Config::listen, CheckListen},
     {"data_dir", "folder holding every file the daemon writes; created if missing",
      &Config::data_dir, CheckDataDir},
@@ -86,7 +88,8 @@ const std::array<KeySpec, 5> kKeys = {{
      &Config::log_level, CheckLogLevel},
     {"drain_timeout_s",
      "seconds shutdown waits for calls in flight before cancelling them (0..3600)",
-     &Config::drain_timeout_s, [](const Config& c) { return CheckRange(c.drain_timeout_s, 0, 3600); }},
+     &Config::drain_timeout_s,
+     [](const Config& c) { return CheckRange(c.drain_timeout_s, 0, 3600); }},
     {"max_message_bytes", "largest gRPC message received or sent, in bytes (4096..1073741824)",
      &Config::max_message_bytes,
      [](const Config& c) { return CheckRange(c.max_message_bytes, 4096, std::int64_t{1} << 30); }},
@@ -94,7 +97,8 @@ const std::array<KeySpec, 5> kKeys = {{
 
 std::string EnvName(std::string_view key) {
   std::string env = fmt::format("CACHESVC_{}", key);
-  for (char& c : env) c = c == '.' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  for (char& c : env)
+    c = c == '.' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
   return env;
 }
 
@@ -153,14 +157,16 @@ absl::Status SetFromToml(Config& config, const KeySpec& key, const toml::node& n
   if (auto* str = std::get_if<std::string Config::*>(&key.field)) {
     const auto* v = node.as_string();
     if (v == nullptr) {
-      return absl::InvalidArgumentError(fmt::format("expected a string, got {}", TomlTypeName(node)));
+      return absl::InvalidArgumentError(
+          fmt::format("expected a string, got {}", TomlTypeName(node)));
     }
     config.*(*str) = v->get();
     return absl::OkStatus();
   }
   const auto* v = node.as_integer();
   if (v == nullptr) {
-    return absl::InvalidArgumentError(fmt::format("expected an integer, got {}", TomlTypeName(node)));
+    return absl::InvalidArgumentError(
+        fmt::format("expected an integer, got {}", TomlTypeName(node)));
   }
   config.*std::get<std::int64_t Config::*>(key.field) = v->get();
   return absl::OkStatus();
@@ -170,7 +176,8 @@ absl::Status SetFromToml(Config& config, const KeySpec& key, const toml::node& n
 absl::Status ApplyTable(Config& config, ConfigOrigins& origins, const toml::table& table,
                         const std::string& prefix, const std::string& origin) {
   for (const auto& [k, node] : table) {
-    const std::string name = prefix.empty() ? std::string(k.str()) : fmt::format("{}.{}", prefix, k.str());
+    const std::string name =
+        prefix.empty() ? std::string(k.str()) : fmt::format("{}.{}", prefix, k.str());
     if (const KeySpec* key = FindKey(name)) {
       if (absl::Status s = SetFromToml(config, *key, node); !s.ok()) {
         return KeyError(name, origin, std::string(s.message()));
@@ -198,7 +205,8 @@ absl::Status ApplyFile(Config& config, ConfigOrigins& origins, const std::string
     table = toml::parse(content.str(), path);
   } catch (const toml::parse_error& e) {
     const auto& where = e.source().begin;
-    return absl::InvalidArgumentError(fmt::format("config file '{}' line {} column {}: {}", path, where.line, where.column, e.description()));
+    return absl::InvalidArgumentError(fmt::format("config file '{}' line {} column {}: {}", path,
+                                                  where.line, where.column, e.description()));
   }
   return ApplyTable(config, origins, table, "", fmt::format("file {}", path));
 }
@@ -217,7 +225,8 @@ std::string TomlQuote(std::string_view s) {
 
 std::vector<ConfigKeyInfo> ConfigKeys() {
   std::vector<ConfigKeyInfo> keys;
-  for (const KeySpec& k : kKeys) keys.push_back({k.name, k.help, EnvName(k.name), FlagName(k.name)});
+  for (const KeySpec& k : kKeys)
+    keys.push_back({k.name, k.help, EnvName(k.name), FlagName(k.name)});
   return keys;
 }
 
@@ -261,7 +270,8 @@ absl::StatusOr<Config> LoadConfig(const ConfigInputs& inputs, ConfigOrigins* ori
   }
   for (const auto& [name, text] : inputs.flags) {
     const KeySpec* key = FindKey(name);
-    if (key == nullptr) return absl::InvalidArgumentError(fmt::format("unknown config key '{}'", name));
+    if (key == nullptr)
+      return absl::InvalidArgumentError(fmt::format("unknown config key '{}'", name));
     const std::string origin = fmt::format("flag {}", FlagName(name));
     if (absl::Status s = SetFromText(config, *key, text); !s.ok()) {
       return KeyError(key->name, origin, std::string(s.message()));
@@ -288,8 +298,8 @@ std::string DescribeConfig(const Config& config, const ConfigOrigins& origins) {
       value = fmt::format("{}", config.*std::get<std::int64_t Config::*>(k.field));
     }
     auto it = origins.find(k.name);
-    out += fmt::format("{} = {}  # {}\n", k.name, value,
-                       it == origins.end() ? "default" : it->second);
+    out +=
+        fmt::format("{} = {}  # {}\n", k.name, value, it == origins.end() ? "default" : it->second);
   }
   return out;
 }

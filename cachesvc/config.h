@@ -23,8 +23,8 @@ namespace cachesvc {
 struct Config {
   std::string listen = "127.0.0.1:50051";  // gRPC address: host:port, [v6]:port or unix:/path
   std::string data_dir = "./cachesvc-data";
-  std::string log_level = "info";          // trace, debug, info, warn, error, off
-  std::int64_t drain_timeout_s = 10;       // how long shutdown waits for calls in flight
+  std::string log_level = "info";     // trace, debug, info, warn, error, off
+  std::int64_t drain_timeout_s = 10;  // how long shutdown waits for calls in flight
   std::int64_t max_message_bytes = 64 << 20;
 };
 
@@ -39,9 +39,9 @@ std::vector<ConfigKeyInfo> ConfigKeys();
 
 // The raw inputs, before any parsing. Keeping the loader free of getenv/argv makes it testable.
 struct ConfigInputs {
-  std::optional<std::string> file;                    // TOML path (from --config / CACHESVC_CONFIG)
-  std::map<std::string, std::string> env;             // every CACHESVC_* variable but CACHESVC_CONFIG
-  std::map<std::string, std::string> flags;           // key name -> flag text, for flags given
+  std::optional<std::string> file;           // TOML path (from --config / CACHESVC_CONFIG)
+  std::map<std::string, std::string> env;    // every CACHESVC_* variable but CACHESVC_CONFIG
+  std::map<std::string, std::string> flags;  // key name -> flag text, for flags given
 };
 
 // The environment variable naming the config file; not itself a key.

@@ -12,12 +12,12 @@
 #include <optional>
 
 #include "CLI/CLI.hpp"
-#include "fmt/format.h"
 #include "absl/time/clock.h"
 #include "cachesvc/config.h"
 #include "cachesvc/logging.h"
 #include "cachesvc/server.h"
 #include "cachesvc/version.h"
+#include "fmt/format.h"
 #include "kernels/gpu.h"
 #include "spdlog/spdlog.h"
 #include "tiers/data_dir.h"
@@ -32,7 +32,8 @@ int Fail(int code, std::string_view message) {
 }
 
 std::string VersionLine() {
-  return fmt::format("cachesvc {} (commit {}, cuda {})", cachesvc::kVersion, cachesvc::kGitCommit, cachesvc::kernels::QueryGpus().built_with_cuda ? "yes" : "no");
+  return fmt::format("cachesvc {} (commit {}, cuda {})", cachesvc::kVersion, cachesvc::kGitCommit,
+                     cachesvc::kernels::QueryGpus().built_with_cuda ? "yes" : "no");
 }
 
 int Run(int argc, char** argv) {
@@ -49,8 +50,9 @@ int Run(int argc, char** argv) {
     app.add_option(key.flag, flag_values[std::string(key.name)],
                    fmt::format("{} (env {})", key.help, key.env));
   }
-  app.footer("Precedence: flag > CACHESVC_* environment > --config file > default.\n"
-             "Every key is described in docs/configuration.md.");
+  app.footer(
+      "Precedence: flag > CACHESVC_* environment > --config file > default.\n"
+      "Every key is described in docs/configuration.md.");
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -103,13 +105,13 @@ int Run(int argc, char** argv) {
                  gpu.memory_bytes >> 20);
   }
   if (gpus.devices.empty()) spdlog::info("no GPU in use: {}", gpus.note);
-  spdlog::info("cachesvc {} listening on {} (data_dir {})", cachesvc::kVersion, (*server)->address(),
-               data_dir->path().string());
+  spdlog::info("cachesvc {} listening on {} (data_dir {})", cachesvc::kVersion,
+               (*server)->address(), data_dir->path().string());
 
   int signal_number = 0;
   sigwait(&stop_signals, &signal_number);
-  spdlog::info("received {}: draining (up to {} s)", signal_number == SIGTERM ? "SIGTERM" : "SIGINT",
-               config->drain_timeout_s);
+  spdlog::info("received {}: draining (up to {} s)",
+               signal_number == SIGTERM ? "SIGTERM" : "SIGINT", config->drain_timeout_s);
   (*server)->Shutdown(std::chrono::seconds(config->drain_timeout_s));
   spdlog::info("stopped");
   return 0;

@@ -23,7 +23,8 @@ absl::Status ProbeListenAddress(const std::string& address) {
   const auto colon = address.rfind(':');
   std::string host = address.substr(0, colon);
   const std::string port = address.substr(colon + 1);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
@@ -31,8 +32,8 @@ absl::Status ProbeListenAddress(const std::string& address) {
   addrinfo* found = nullptr;
   if (int rc = getaddrinfo(host.empty() ? nullptr : host.c_str(), port.c_str(), &hints, &found);
       rc != 0) {
-    return absl::UnavailableError(
-        fmt::format("cannot listen on {}: cannot resolve '{}': {}", address, host, gai_strerror(rc)));
+    return absl::UnavailableError(fmt::format("cannot listen on {}: cannot resolve '{}': {}",
+                                              address, host, gai_strerror(rc)));
   }
   absl::Status status = absl::OkStatus();
   for (addrinfo* ai = found; ai != nullptr; ai = ai->ai_next) {
@@ -89,13 +90,15 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const Config& config, Daem
   builder.RegisterService(admin.get());
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || selected_port == 0) {
-    return absl::UnavailableError(fmt::format("cannot listen on {} (gRPC refused the address; see its log line)", config.listen));
+    return absl::UnavailableError(fmt::format(
+        "cannot listen on {} (gRPC refused the address; see its log line)", config.listen));
   }
   std::string address = config.listen;
   if (!address.starts_with("unix:")) {
     address = fmt::format("{}:{}", address.substr(0, address.rfind(':')), selected_port);
   }
-  return std::unique_ptr<Server>(new Server(std::move(admin), std::move(server), std::move(address)));
+  return std::unique_ptr<Server>(
+      new Server(std::move(admin), std::move(server), std::move(address)));
 }
 
 Server::Server(std::unique_ptr<AdminServiceImpl> admin, std::unique_ptr<grpc::Server> server,

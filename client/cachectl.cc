@@ -7,11 +7,11 @@
 #include <iostream>
 
 #include "CLI/CLI.hpp"
-#include "fmt/format.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "cachesvc/version.h"
 #include "client/admin_client.h"
+#include "fmt/format.h"
 #include "nlohmann/json.hpp"
 
 namespace {
@@ -69,7 +69,8 @@ int Status(const Options& opt) {
   }
   std::cout << "address      " << opt.address << "\n"
             << "version      " << status->version() << "\n"
-            << "uptime       " << absl::FormatDuration(absl::Trunc(uptime, absl::Seconds(1))) << "\n"
+            << "uptime       " << absl::FormatDuration(absl::Trunc(uptime, absl::Seconds(1)))
+            << "\n"
             << "state        " << (status->draining() ? "draining" : "serving") << "\n"
             << "gpu          " << (status->gpu_present() ? "present" : "none") << "\n"
             << "sessions     " << status->sessions_open() << "\n"
@@ -82,18 +83,20 @@ int Status(const Options& opt) {
 
 int main(int argc, char** argv) {
   CLI::App app{"cachectl: inspect and control a running cachesvc daemon", "cachectl"};
-  app.set_version_flag("--version",
-                       fmt::format("cachectl {} (commit {})", cachesvc::kVersion, cachesvc::kGitCommit));
+  app.set_version_flag("--version", fmt::format("cachectl {} (commit {})", cachesvc::kVersion,
+                                                cachesvc::kGitCommit));
   Options opt;
   if (const char* env = std::getenv("CACHESVC_ADDR")) opt.address = env;
-  app.add_option("--addr", opt.address, "daemon address, host:port or unix:/path (env CACHESVC_ADDR)")
+  app.add_option("--addr", opt.address,
+                 "daemon address, host:port or unix:/path (env CACHESVC_ADDR)")
       ->capture_default_str();
   app.add_option("--timeout-ms", opt.timeout_ms, "deadline of each call in milliseconds")
       ->check(CLI::Range(1, 3600000))
       ->capture_default_str();
   app.add_flag("--json", opt.json, "print one JSON object instead of a table");
   app.require_subcommand(1);
-  auto* health = app.add_subcommand("health", "ask whether the daemon is SERVING (exit 0) or not (1)");
+  auto* health =
+      app.add_subcommand("health", "ask whether the daemon is SERVING (exit 0) or not (1)");
   auto* status = app.add_subcommand("status", "version, uptime and state of the daemon");
   app.footer(
       "Examples:\n"

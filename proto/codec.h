@@ -4,8 +4,8 @@
 #pragma once
 
 #include "absl/status/statusor.h"
-#include "fmt/format.h"
 #include "cachesvc/v1/cachesvc.pb.h"
+#include "fmt/format.h"
 #include "kernels/codec.h"
 
 namespace cachesvc {

@@ -67,7 +67,8 @@ std::string_view AttentionName(AttentionKind k) {
 
 absl::Status ModelLayout::Validate() const {
   if (model_id.empty() || model_id.size() > kMaxModelIdBytes) {
-    return absl::InvalidArgumentError(fmt::format("layout.model_id must be 1..{} bytes, got {}", kMaxModelIdBytes, model_id.size()));
+    return absl::InvalidArgumentError(fmt::format("layout.model_id must be 1..{} bytes, got {}",
+                                                  kMaxModelIdBytes, model_id.size()));
   }
   if (num_layers < 1 || num_layers > kMaxLayers) {
     return RangeError("num_layers", num_layers, 1, kMaxLayers);
@@ -75,7 +76,8 @@ absl::Status ModelLayout::Validate() const {
   if (num_kv_heads < 1 || num_kv_heads > kMaxKvHeads) {
     return RangeError("num_kv_heads", num_kv_heads, 1, kMaxKvHeads);
   }
-  if (head_dim < 1 || head_dim > kMaxHeadDim) return RangeError("head_dim", head_dim, 1, kMaxHeadDim);
+  if (head_dim < 1 || head_dim > kMaxHeadDim)
+    return RangeError("head_dim", head_dim, 1, kMaxHeadDim);
   if (DtypeBytes(dtype) == 0) {
     return absl::InvalidArgumentError(
         fmt::format("layout.dtype = {} is not a known dtype", static_cast<std::uint32_t>(dtype)));
@@ -86,11 +88,13 @@ absl::Status ModelLayout::Validate() const {
   if (tp_size < 1) return RangeError("tp_size", tp_size, 1, UINT32_MAX);
   if (tp_rank >= tp_size) return RangeError("tp_rank", tp_rank, 0, tp_size - 1);
   if (attention != AttentionKind::kMhaGqa && attention != AttentionKind::kMla) {
-    return absl::InvalidArgumentError(fmt::format("layout.attention = {} is not a known kind", static_cast<std::uint32_t>(attention)));
+    return absl::InvalidArgumentError(fmt::format("layout.attention = {} is not a known kind",
+                                                  static_cast<std::uint32_t>(attention)));
   }
   if (attention == AttentionKind::kMla && num_kv_heads != 1) {
-    return absl::InvalidArgumentError(
-        fmt::format("layout.num_kv_heads must be 1 for MLA (the latent is one vector per token), got {}", num_kv_heads));
+    return absl::InvalidArgumentError(fmt::format(
+        "layout.num_kv_heads must be 1 for MLA (the latent is one vector per token), got {}",
+        num_kv_heads));
   }
   return absl::OkStatus();
 }

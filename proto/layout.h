@@ -51,7 +51,9 @@ struct ModelLayout {
   [[nodiscard]] absl::Status Validate() const;
 
   // Tensors per layer in the payload: 2 (K and V) for MHA/GQA, 1 (the latent) for MLA.
-  [[nodiscard]] std::uint32_t PartsPerLayer() const { return attention == AttentionKind::kMla ? 1 : 2; }
+  [[nodiscard]] std::uint32_t PartsPerLayer() const {
+    return attention == AttentionKind::kMla ? 1 : 2;
+  }
 
   // Values in one (token, head) vector times vectors in a block.
   [[nodiscard]] std::uint64_t ValuesPerBlock() const;

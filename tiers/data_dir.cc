@@ -49,7 +49,8 @@ absl::StatusOr<DataDir> DataDir::Open(const std::filesystem::path& path) {
     const std::string holder = ReadHolder(fd);
     ::close(fd);
     if (err == EWOULDBLOCK) {
-      return absl::FailedPreconditionError(fmt::format("data_dir '{}' is in use by another cachesvc (pid {})", abs.string(), holder));
+      return absl::FailedPreconditionError(fmt::format(
+          "data_dir '{}' is in use by another cachesvc (pid {})", abs.string(), holder));
     }
     return absl::PermissionDeniedError(
         fmt::format("cannot lock '{}': {}", lock_path, std::strerror(err)));

@@ -11,9 +11,9 @@ namespace {
 class ConfigTest : public ::testing::Test {
  protected:
   std::string WriteFile(const std::string& text) {
-    const auto path = std::filesystem::path(::testing::TempDir()) /
-                      (std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()) +
-                       ".toml");
+    const auto path =
+        std::filesystem::path(::testing::TempDir()) /
+        (std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()) + ".toml");
     std::ofstream(path) << text;
     return path.string();
   }
@@ -44,8 +44,8 @@ TEST_F(ConfigTest, PrecedenceIsFlagThenEnvThenFileThenDefault) {
   auto config = LoadConfig(in, &origins);
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_EQ(config->listen, "127.0.0.1:3000");  // flag beats env and file
-  EXPECT_EQ(config->log_level, "warn");          // env beats file
-  EXPECT_EQ(config->drain_timeout_s, 3);         // file beats default
+  EXPECT_EQ(config->log_level, "warn");         // env beats file
+  EXPECT_EQ(config->drain_timeout_s, 3);        // file beats default
   EXPECT_EQ(config->data_dir, "./cachesvc-data");
   EXPECT_EQ(origins.at("listen"), "flag --listen");
   EXPECT_EQ(origins.at("log_level"), "env CACHESVC_LOG_LEVEL");

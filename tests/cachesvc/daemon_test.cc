@@ -145,7 +145,8 @@ TEST(DaemonTest, DefaultsServeOn50051AndWriteOnlyUnderDataDir) {
   EXPECT_EQ(daemon.Wait(20s), 0) << daemon.output();
 
   std::vector<std::string> entries;
-  for (const auto& e : std::filesystem::directory_iterator(cwd)) entries.push_back(e.path().filename());
+  for (const auto& e : std::filesystem::directory_iterator(cwd))
+    entries.push_back(e.path().filename());
   EXPECT_EQ(entries, std::vector<std::string>{"cachesvc-data"});
 }
 
@@ -168,18 +169,18 @@ TEST(DaemonTest, PortInUseExitsTwoWithOneLine) {
 TEST(DaemonTest, DataDirInUseExitsTwo) {
   Daemon first("datadir");
   ASSERT_FALSE(first.address().empty()) << first.process().output();
-  auto r = RunToCompletion({CACHESVC_BIN, "--listen", "127.0.0.1:0", "--data-dir",
-                            first.data_dir().string()});
+  auto r = RunToCompletion(
+      {CACHESVC_BIN, "--listen", "127.0.0.1:0", "--data-dir", first.data_dir().string()});
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_NE(r.output.find("is in use by another cachesvc"), std::string::npos) << r.output;
 }
 
 struct BadStart {
   std::string name;
-  std::vector<std::string> args;             // after the binary
+  std::vector<std::string> args;  // after the binary
   std::map<std::string, std::string> env;
-  std::string config;                        // written to a file passed with --config, if set
-  std::string needle;                        // must appear in the one line printed
+  std::string config;  // written to a file passed with --config, if set
+  std::string needle;  // must appear in the one line printed
   friend void PrintTo(const BadStart& c, std::ostream* os) { *os << c.name; }
 };
 
@@ -206,15 +207,27 @@ TEST_P(DaemonBadStartTest, ExitsTwoWithOneLineNamingTheProblem) {
 INSTANTIATE_TEST_SUITE_P(
     Cases, DaemonBadStartTest,
     ::testing::Values(
-        BadStart{"UnknownKey", {}, {}, "listen = \"127.0.0.1:0\"\ncache_size = 5\n", "'cache_size'"},
+        BadStart{
+            "UnknownKey", {}, {}, "listen = \"127.0.0.1:0\"\ncache_size = 5\n", "'cache_size'"},
         BadStart{"WrongType", {}, {}, "drain_timeout_s = \"soon\"\n", "'drain_timeout_s'"},
         BadStart{"BadToml", {}, {}, "listen = [\n", "line "},
-        BadStart{"UnreadableFile", {"--config", "/nonexistent/c.toml"}, {}, "", "cannot read config file"},
+        BadStart{"UnreadableFile",
+                 {"--config", "/nonexistent/c.toml"},
+                 {},
+                 "",
+                 "cannot read config file"},
         BadStart{"UnknownFlag", {"--cache-size", "5"}, {}, "", "--cache-size"},
-        BadStart{"BadFlagValue", {"--log-level", "loud"}, {}, "", "config key 'log_level' (flag --log-level)"},
+        BadStart{"BadFlagValue",
+                 {"--log-level", "loud"},
+                 {},
+                 "",
+                 "config key 'log_level' (flag --log-level)"},
         BadStart{"BadEnvValue", {}, {{"CACHESVC_LISTEN", "nowhere"}}, "", "env CACHESVC_LISTEN"},
         BadStart{"UnknownEnv", {}, {{"CACHESVC_LISTN", "127.0.0.1:1"}}, "", "CACHESVC_LISTN"},
-        BadStart{"UnresolvableHost", {"--listen", "no-such-host.invalid:50051"}, {}, "",
+        BadStart{"UnresolvableHost",
+                 {"--listen", "no-such-host.invalid:50051"},
+                 {},
+                 "",
                  "cannot listen on no-such-host.invalid:50051"}),
     [](const auto& param_info) { return param_info.param.name; });
 
@@ -222,8 +235,10 @@ TEST(DaemonTest, PrintConfigShowsOrigins) {
   auto r = RunToCompletion({CACHESVC_BIN, "--print-config", "--log-level", "debug"},
                            {{"CACHESVC_DRAIN_TIMEOUT_S", "7"}});
   EXPECT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_NE(r.output.find("log_level = \"debug\"  # flag --log-level"), std::string::npos) << r.output;
-  EXPECT_NE(r.output.find("drain_timeout_s = 7  # env CACHESVC_DRAIN_TIMEOUT_S"), std::string::npos);
+  EXPECT_NE(r.output.find("log_level = \"debug\"  # flag --log-level"), std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("drain_timeout_s = 7  # env CACHESVC_DRAIN_TIMEOUT_S"),
+            std::string::npos);
   EXPECT_NE(r.output.find("listen = \"127.0.0.1:50051\"  # default"), std::string::npos);
 }
 
@@ -254,7 +269,8 @@ TEST(CachectlTest, HealthStatusAndExitCodes) {
   auto unreachable =
       RunToCompletion({CACHECTL_BIN, "--addr", daemon.address(), "--timeout-ms", "1000", "health"});
   EXPECT_EQ(unreachable.exit_code, 3) << unreachable.output;
-  EXPECT_TRUE(unreachable.output.starts_with("cachectl: " + daemon.address())) << unreachable.output;
+  EXPECT_TRUE(unreachable.output.starts_with("cachectl: " + daemon.address()))
+      << unreachable.output;
 }
 
 }  // namespace

@@ -53,7 +53,8 @@ TEST(BlockKeyTest, TenantAndLayoutSeparateKeys) {
     for (uint64_t fp : {0ull, 1ull, 0xffffffffffffffffull}) {
       auto keys = DeriveBlockKeys(KeyChainSeed(salt, fp), tokens, 16);
       ASSERT_TRUE(keys.ok());
-      EXPECT_TRUE(seen.insert((*keys)[0]).second) << "collision for salt '" << salt << "' fp " << fp;
+      EXPECT_TRUE(seen.insert((*keys)[0]).second)
+          << "collision for salt '" << salt << "' fp " << fp;
     }
   }
 }

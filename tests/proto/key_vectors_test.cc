@@ -101,8 +101,10 @@ ModelLayout LayoutOf(const Section& s) {
   l.num_layers = U32(s, "num_layers");
   l.num_kv_heads = U32(s, "num_kv_heads");
   l.head_dim = U32(s, "head_dim");
-  const std::map<std::string, Dtype> dtypes = {
-      {"fp16", Dtype::kFp16}, {"bf16", Dtype::kBf16}, {"fp8_e4m3", Dtype::kFp8E4M3}, {"fp32", Dtype::kFp32}};
+  const std::map<std::string, Dtype> dtypes = {{"fp16", Dtype::kFp16},
+                                               {"bf16", Dtype::kBf16},
+                                               {"fp8_e4m3", Dtype::kFp8E4M3},
+                                               {"fp32", Dtype::kFp32}};
   l.dtype = dtypes.at(s.at("dtype"));
   l.block_tokens = U32(s, "block_tokens");
   l.tp_rank = U32(s, "tp_rank");

@@ -27,7 +27,8 @@ class Subprocess {
 
   // Waits until the combined output holds a line containing `needle`; returns that line, or
   // nullopt when the deadline passes or the child closes its output first.
-  std::optional<std::string> WaitForLine(const std::string& needle, std::chrono::milliseconds timeout);
+  std::optional<std::string> WaitForLine(const std::string& needle,
+                                         std::chrono::milliseconds timeout);
 
   void Signal(int signal_number);
 
@@ -54,7 +55,8 @@ struct RunResult {
   int exit_code = -1;
   std::string output;
 };
-RunResult RunToCompletion(std::vector<std::string> argv, std::map<std::string, std::string> env = {},
+RunResult RunToCompletion(std::vector<std::string> argv,
+                          std::map<std::string, std::string> env = {},
                           std::chrono::milliseconds timeout = std::chrono::seconds(30),
                           const std::string& cwd = "");
 
