@@ -225,11 +225,14 @@ TQ_HD std::uint16_t NormField(float alpha, float norm) {
 enum class VectorOutcome : std::uint8_t { kOk, kZero, kNonFinite };
 
 // Encodes one vector of D fp32 values (already converted from the input dtype, exactly).
-// Writes its fp16 norm field and its packed codes. See FORMAT.md "Encoding a vector".
+// Writes its fp16 norm field and its packed codes. See FORMAT.md "Encoding a vector". Tests pass
+// `alpha_out` to compare the fp32 scale before its rounding to fp16 (0 or NaN for the special
+// vectors), which exposes a one-ulp difference in any reduction.
 template <int D, int kBits>
 TQ_HD VectorOutcome EncodeVector(const float* x, const std::uint64_t* sign_words,
                                  const float* centroids, const float* thresholds,
-                                 std::uint16_t* norm_out, std::uint8_t* codes_out) {
+                                 std::uint16_t* norm_out, std::uint8_t* codes_out,
+                                 float* alpha_out = nullptr) {
   bool finite = true;
   float p[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   for (int j = 0; j < D; ++j) {
@@ -242,6 +245,7 @@ TQ_HD VectorOutcome EncodeVector(const float* x, const std::uint64_t* sign_words
     for (int j = 0; j < D; ++j) codes[j] = 0;
     PackCodes<D, kBits>(codes, codes_out);
     *norm_out = (finite && IsFinite(n2)) ? std::uint16_t{0} : kFp16CanonicalNan;
+    if (alpha_out != nullptr) *alpha_out = Fp16ToFloat(*norm_out);
     return (finite && IsFinite(n2)) ? VectorOutcome::kZero : VectorOutcome::kNonFinite;
   }
   float v[D];
@@ -263,6 +267,7 @@ TQ_HD VectorOutcome EncodeVector(const float* x, const std::uint64_t* sign_words
   // the reconstruction given the codes (FORMAT.md "Why the norm field is not exactly |x|").
   const float alpha = Mul(norm, Div(Reduce8(dp), Reduce8(ep)));
   *norm_out = NormField(alpha, norm);
+  if (alpha_out != nullptr) *alpha_out = alpha;
   PackCodes<D, kBits>(codes, codes_out);
   return IsFinite(Fp16ToFloat(*norm_out)) ? VectorOutcome::kOk : VectorOutcome::kNonFinite;
 }

@@ -137,13 +137,17 @@ def unpack(data, bits, d):
     return codes
 
 
-def encode_vector(x, sgn, bits):
+def encode_vector(x, sgn, bits, trace=None):
+    """Returns (norm field, packed codes); appends the fp32 scale alpha (0 or NaN for the special
+    vectors) to `trace` when given."""
     d = len(x)
     cent, thr = TABLES[("Centroids", d, bits)], TABLES[("Thresholds", d, bits)]
     finite = all(math.isfinite(v) for v in x)
     n2 = reduce8([mul(v, v) for v in x])
     if not finite or not math.isfinite(n2) or n2 == 0.0:
         nan = not finite or not math.isfinite(n2)
+        if trace is not None:
+            trace.append(math.nan if nan else 0.0)
         return (0x7E00 if nan else 0), pack([0] * d, bits)
     v = [neg(x[j]) if sgn[j] else x[j] for j in range(d)]
     wht(v)
@@ -153,6 +157,8 @@ def encode_vector(x, sgn, bits):
     codes = [sum(1 for t in thr if zj > t) for zj in z]
     c = [cent[k] for k in codes]
     alpha = mul(norm, f32(reduce8([mul(z[j], c[j]) for j in range(d)]) / reduce8([mul(cj, cj) for cj in c])))
+    if trace is not None:
+        trace.append(alpha)
     field = f32_to_fp16(alpha)
     if (field & 0x7C00) == 0x7C00 and norm < 65520.0:
         field = 0x7BFF  # least-squares scale beyond fp16 while the norm fits: clamp
@@ -182,7 +188,7 @@ def fnv1a32(data):
     return h
 
 
-def encode_block(codec, fp16, d, seed, raw):
+def encode_block(codec, fp16, d, seed, raw, trace=None):
     bits = 3 if codec == "tq3" else 4
     vals = struct.unpack(f"<{len(raw) // 2}H", raw)
     n = len(vals) // d
@@ -190,7 +196,7 @@ def encode_block(codec, fp16, d, seed, raw):
     norms, codes = [], b""
     for i in range(n):
         x = [(fp16_to_f32 if fp16 else bf16_to_f32)(h) for h in vals[i * d:(i + 1) * d]]
-        nb, cb = encode_vector(x, sgn, bits)
+        nb, cb = encode_vector(x, sgn, bits, trace)
         norms.append(nb)
         codes += cb
     header = b"CSTQ" + bytes([1, bits, 1 if fp16 else 2, d.bit_length() - 1])
@@ -254,13 +260,42 @@ def golden_inputs(d, fp16, seed):
 CASES = [(codec, d, fp16) for codec in ("tq3", "tq4") for d in (64, 128, 256) for fp16 in (True, False)]
 
 
+# ---- digests: many vectors per case, checked through a 64-bit FNV-1a of the bytes ----
+# A difference in reduction order or rounding shows in a few vectors out of thousands, too few
+# for the golden bytes above to catch reliably; these cases encode DIGEST_VECTORS vectors each.
+DIGEST_VECTORS = 256
+
+
+def digest_inputs(case, d, fp16):
+    """Value k: u = the k-th SplitMix64 output (state = 0xD16E57 + case); x = (((u >> 40) & 0xFFFFFF)
+    - 2^23) / 2^23 * 2^(((u >> 32) & 7) - 3), exact in fp32; rounded to fp16 or bf16."""
+    out = []
+    state = 0xD16E57 + case
+    for _ in range(DIGEST_VECTORS * d):
+        state = (state + 0x9E3779B97F4A7C15) % 2**64
+        z = state
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) % 2**64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) % 2**64
+        u = z ^ (z >> 31)
+        x = (((u >> 40) & 0xFFFFFF) - 2**23) / 2**23 * 2.0 ** (((u >> 32) & 7) - 3)
+        out.append(f32_to_fp16(x) if fp16 else f32_to_bf16(x))
+    return out
+
+
+def fnv1a64(data, h=0xCBF29CE484222325):
+    for b in data:
+        h = ((h ^ b) * 0x100000001B3) % 2**64
+    return h
+
+
 def render():
     out = []
     for n, (codec, d, fp16) in enumerate(CASES, 1):
         seed = 0x6361636865737663 if n % 2 else 0x0123456789ABCDEF + n
         vecs = golden_inputs(d, fp16, seed=1000 + n)
         raw = struct.pack(f"<{len(vecs) * d}H", *[h for v in vecs for h in v])
-        enc = encode_block(codec, fp16, d, seed, raw)
+        alphas = []
+        enc = encode_block(codec, fp16, d, seed, raw, alphas)
         dec = decode_block(enc, fp16)
         out.append(f"[golden {n}]")
         out.append(f"codec = {codec}")
@@ -270,11 +305,26 @@ def render():
         out.append(f"input = {raw.hex()}")
         out.append(f"encoded = {enc.hex()}")
         out.append(f"decoded = {dec.hex()}")
+        out.append("alpha = " + " ".join("7fc00000" if math.isnan(a) else f"{bits32(a):08x}" for a in alphas))
+        out.append("")
+    for n, (codec, d, fp16) in enumerate(CASES, 1):
+        vals = digest_inputs(n, d, fp16)
+        raw = struct.pack(f"<{len(vals)}H", *vals)
+        enc = encode_block(codec, fp16, d, 0x6361636865737663, raw)
+        dec = decode_block(enc, fp16)
+        out.append(f"[digest {n}]")
+        out.append(f"codec = {codec}")
+        out.append(f"type = {'fp16' if fp16 else 'bf16'}")
+        out.append(f"head_dim = {d}")
+        out.append(f"vectors = {DIGEST_VECTORS}")
+        out.append(f"fnv64 = {fnv1a64(dec, fnv1a64(enc)):016x}")
         out.append("")
     head = ("# Golden vectors of kernels/FORMAT.md version 1, written by kernels/tools/tq_reference.py.\n"
             "# Each block: 10 vectors (4 Gaussian, 1 with 20x outliers, zero, fp16-subnormal, NaN, Inf,\n"
             "# norm beyond fp16). Every implementation must reproduce 'encoded' from 'input' and\n"
-            "# 'decoded' from 'encoded' byte for byte.\n\n")
+            "# 'decoded' from 'encoded' byte for byte; 'alpha' is each vector's fp32 scale before its\n"
+            "# rounding to the fp16 norm field (FORMAT.md step 8). Each [digest N]: the FNV-1a-64 of the encoded\n"
+            "# then decoded bytes of 256 vectors made by digest_inputs() (seed 0x6361636865737663).\n\n")
     return head + "\n".join(out)
 
 
