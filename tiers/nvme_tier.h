@@ -1,0 +1,170 @@
+// tiers/nvme_tier.h: the NVMe tier: a preallocated file (or a raw block device) cut into slots,
+// read and written with io_uring and O_DIRECT, with a RocksDB index so a restart comes back warm.
+//
+// On disk (docs/tiers.md has the picture): the data file holds payloads at their slot offsets
+// (slot offset == file offset, every slot 4 KiB-aligned, the last page zero-padded); nothing
+// else. The index (tiers/nvme_index.h) holds, per block key, the slot, lengths, codec, layout
+// fingerprint, XXH3-64 of the payload and a generation.
+//
+// Write ordering, so that after a crash every indexed block is whole:
+//   1. the old index entry of a slot being rewritten is deleted;
+//   2. payloads are written (a batch keeps up to queue_depth requests in flight);
+//   3. the payloads are durable: each write carried RWF_DSYNC (dsync_writes), or one
+//      fdatasync covers the batch;
+//   4. one RocksDB write batch adds their index entries;
+//   5. only then is each block readable and Write returns OK.
+// A crash between 3 and 4 leaves payloads without entries: their slots are free at restart.
+// Reads verify XXH3-64 against the index; a mismatch answers DATA_LOSS, deletes the entry,
+// frees the slot and counts `checksum_failures`; the block is never served.
+//
+// O_DIRECT is used wherever the file system accepts it; where it is refused (tmpfs) the tier logs
+// one warning and uses buffered I/O, still with fdatasync before indexing. With O_DIRECT the
+// caller's buffers must be 4 KiB-aligned (INVALID_ARGUMENT otherwise); lengths need not be.
+//
+// A block key lives in at most one slot: writing a key that another slot holds is
+// ALREADY_EXISTS (free the old slot first).
+//
+// Thread-safe. Batches run in parallel on a pool of `rings` io_uring instances.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "tiers/clock.h"
+#include "tiers/io_ring.h"
+#include "tiers/mutex.h"
+#include "tiers/nvme_index.h"
+#include "tiers/slot_table.h"
+#include "tiers/tier.h"
+
+namespace cachesvc::tiers {
+
+struct NvmeTierOptions {
+  std::string name = "nvme";
+  std::filesystem::path data_path;   // file (created and preallocated) or block device
+  std::filesystem::path index_path;  // RocksDB folder (created)
+  // File size to preallocate; for a block device 0 means the whole device. Rounded down to whole
+  // max_slot_bytes chunks.
+  std::uint64_t capacity_bytes = 0;
+  std::uint64_t min_slot_bytes = 16 << 10;
+  std::uint64_t max_slot_bytes = 64 << 20;
+  unsigned queue_depth = 32;  // requests in flight per batch
+  unsigned rings = 2;         // batches that can run at once
+  bool direct_io = true;      // O_DIRECT where the file system accepts it
+  bool sync_index = false;    // fsync RocksDB's WAL on every index write (power-loss safety of
+                              // the newest entries; process crashes lose nothing either way)
+  // How payloads become durable before they are indexed: plain writes and one fdatasync per
+  // batch (false), or each write carrying RWF_DSYNC (a FUA write where the disk supports it, no
+  // separate flush). Both keep the ordering; which is faster depends on the disk (on the virtio
+  // disk of docs/bench/tiers.md one fdatasync per batch wins from queue depth 8 on).
+  bool dsync_writes = false;
+  // Write zeros over newly preallocated space, so later O_DIRECT writes do not pay for unwritten
+  // extent conversion (slower start, steadier writes).
+  bool zero_fill = false;
+  SlotTableOptions slots;
+
+  // INVALID_ARGUMENT naming the field.
+  [[nodiscard]] absl::Status Validate() const;
+};
+
+// What start-up found.
+struct NvmeRecovery {
+  bool started_cold = false;
+  std::string cold_reason;            // why, when started_cold
+  std::uint64_t blocks_restored = 0;  // indexed blocks that are readable again
+  std::uint64_t entries_dropped = 0;  // index entries that could not be vouched for
+};
+
+class NvmeTier final : public Tier {
+ public:
+  // INVALID_ARGUMENT for bad options, a data path that is a folder, or a device smaller than
+  // capacity_bytes; PERMISSION_DENIED/FAILED_PRECONDITION when the file cannot be opened;
+  // RESOURCE_EXHAUSTED when it cannot be preallocated (no space, file size limit). A corrupt or
+  // missing index is not an error: the tier starts cold (recovery().started_cold).
+  static absl::StatusOr<std::unique_ptr<NvmeTier>> Open(const NvmeTierOptions& options,
+                                                        Clock* clock = RealClock::Default());
+  ~NvmeTier() override;
+  NvmeTier(const NvmeTier&) = delete;
+  NvmeTier& operator=(const NvmeTier&) = delete;
+
+  struct WriteOp {
+    SlotId slot;
+    BlockMeta meta;
+    std::span<const std::byte> payload;
+  };
+  struct ReadOp {
+    SlotId slot;
+    std::span<std::byte> out;
+  };
+  // Writes (reads) a batch with up to queue_depth requests in flight and one fdatasync and one
+  // index write for the whole batch. One status per op; ops fail independently.
+  std::vector<absl::Status> WriteBatch(std::span<const WriteOp> ops);
+  std::vector<absl::StatusOr<BlockInfo>> ReadBatch(std::span<const ReadOp> ops);
+
+  // The slot holding `key`; NOT_FOUND when no written block has it.
+  [[nodiscard]] absl::StatusOr<SlotId> Lookup(const BlockId& key) const;
+  // Every readable block (after a restart: what the index vouched for).
+  [[nodiscard]] std::vector<IndexEntry> Blocks() const;
+
+  [[nodiscard]] const NvmeRecovery& recovery() const { return recovery_; }
+  [[nodiscard]] bool direct_io() const { return direct_; }
+  [[nodiscard]] bool uses_io_uring() const;
+
+  [[nodiscard]] const std::string& name() const override { return options_.name; }
+  [[nodiscard]] TierKind kind() const override { return TierKind::kNvme; }
+  [[nodiscard]] absl::StatusOr<SlotId> Allocate(std::uint64_t bytes) override;
+  [[nodiscard]] absl::Status Write(SlotId slot, const BlockMeta& meta,
+                                   std::span<const std::byte> payload) override;
+  [[nodiscard]] absl::StatusOr<BlockInfo> Read(SlotId slot, std::span<std::byte> out) override;
+  [[nodiscard]] absl::StatusOr<BlockInfo> Info(SlotId slot) const override;
+  [[nodiscard]] absl::Status Free(SlotId slot) override;
+  [[nodiscard]] absl::StatusOr<LeaseId> AcquireLease(SlotId slot,
+                                                     std::chrono::milliseconds ttl) override;
+  [[nodiscard]] absl::Status ReleaseLease(LeaseId lease) override;
+  std::size_t ExpireLeases() override;
+  // UNIMPLEMENTED: the NVMe tier is not memory.
+  [[nodiscard]] absl::StatusOr<MemoryRegion> Memory(SlotId slot) override;
+  [[nodiscard]] absl::Status Commit(SlotId slot, const BlockMeta& meta,
+                                    std::uint64_t stored_bytes) override;
+  [[nodiscard]] TierStats Stats() const override;
+
+ private:
+  struct KeySlot {
+    SlotId slot;
+    bool ready = false;  // false while its write is in flight
+  };
+
+  NvmeTier(const NvmeTierOptions& options, Clock* clock, int fd, bool direct,
+           std::uint64_t usable_bytes);
+  absl::Status Recover();
+  IoRing* AcquireRing();
+  void ReleaseRing(IoRing* ring);
+  // Removes `key` from the key map if it still maps to `slot`.
+  void ForgetKey(const BlockId& key, SlotId slot);
+
+  // Constant after construction.
+  const NvmeTierOptions options_;
+  const int fd_;
+  const bool direct_;
+  const std::uint64_t usable_bytes_;
+  std::unique_ptr<NvmeIndex> index_;
+  std::vector<std::unique_ptr<IoRing>> rings_;
+  NvmeRecovery recovery_;
+
+  SlotTable table_;
+
+  mutable Mutex keys_mu_;
+  absl::flat_hash_map<BlockId, KeySlot> keys_ ABSL_GUARDED_BY(keys_mu_);
+
+  Mutex rings_mu_;
+  CondVar ring_freed_;
+  std::vector<IoRing*> free_rings_ ABSL_GUARDED_BY(rings_mu_);
+};
+
+}  // namespace cachesvc::tiers
