@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <string>
 
+#include "cachesvc/tier_set.h"
 #include "cachesvc/v1/cachesvc.grpc.pb.h"
 
 namespace cachesvc {
@@ -22,7 +23,8 @@ struct DaemonInfo {
 
 class AdminServiceImpl final : public v1::AdminService::CallbackService {
  public:
-  explicit AdminServiceImpl(DaemonInfo info) : info_(std::move(info)) {}
+  // `tiers` may be null (no tiers); it must outlive the service.
+  AdminServiceImpl(DaemonInfo info, const TierSet* tiers) : info_(std::move(info)), tiers_(tiers) {}
 
   // Marks the daemon as draining; GetStatus reports it from then on.
   void SetDraining() { draining_.store(true, std::memory_order_relaxed); }
@@ -30,9 +32,13 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
   grpc::ServerUnaryReactor* GetStatus(grpc::CallbackServerContext* context,
                                       const v1::GetStatusRequest* request,
                                       v1::GetStatusResponse* response) override;
+  grpc::ServerUnaryReactor* ListTiers(grpc::CallbackServerContext* context,
+                                      const v1::ListTiersRequest* request,
+                                      v1::ListTiersResponse* response) override;
 
  private:
   const DaemonInfo info_;
+  const TierSet* const tiers_;
   std::atomic<bool> draining_{false};
 };
 

@@ -19,7 +19,7 @@ extern char**
 namespace cachesvc {
 namespace {
 
-using Field = std::variant<std::string Config::*, std::int64_t Config::*>;
+using Field = std::variant<std::string Config::*, std::int64_t Config::*, bool Config::*>;
 
 // Checks a key's value; the message says what is wrong with it, the caller adds which key.
 using Check = absl::Status (*)(const Config&);
@@ -78,7 +78,28 @@ absl::Status CheckRange(std::int64_t v, std::int64_t lo, std::int64_t hi) {
   return absl::InvalidArgumentError(fmt::format("{} is out of range [{}, {}]", v, lo, hi));
 }
 
-const std::array<KeySpec, 5> kKeys = {{
+bool IsPowerOfTwo(std::int64_t v) { return v > 0 && (v & (v - 1)) == 0; }
+
+absl::Status CheckCapacity(std::int64_t capacity, const Config& c) {
+  if (capacity == 0) return absl::OkStatus();
+  if (capacity < c.slot_max_bytes) {
+    return absl::InvalidArgumentError(
+        fmt::format("{} is less than slot_max_bytes ({}); use 0 to leave the tier out", capacity,
+                    c.slot_max_bytes));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckOneOf(const std::string& value, std::initializer_list<std::string_view> allowed) {
+  for (std::string_view a : allowed) {
+    if (value == a) return absl::OkStatus();
+  }
+  std::string list;
+  for (std::string_view a : allowed) list += fmt::format("{}{}", list.empty() ? "" : ", ", a);
+  return absl::InvalidArgumentError(fmt::format("'{}' is not one of {}", value, list));
+}
+
+const std::array<KeySpec, 15> kKeys = {{
     {"listen",
      "gRPC listen address: host:port, [ipv6]:port or unix:/path; port 0 picks a free port",
      &Config::listen, CheckListen},
@@ -93,6 +114,57 @@ const std::array<KeySpec, 5> kKeys = {{
     {"max_message_bytes", "largest gRPC message received or sent, in bytes (4096..1073741824)",
      &Config::max_message_bytes,
      [](const Config& c) { return CheckRange(c.max_message_bytes, 4096, std::int64_t{1} << 30); }},
+    {"tiers.host.capacity_bytes",
+     "bytes of host (or CXL) memory for blocks, rounded down to whole slot_max_bytes chunks; 0 "
+     "leaves the tier out",
+     &Config::host_capacity_bytes,
+     [](const Config& c) { return CheckCapacity(c.host_capacity_bytes, c); }},
+    {"tiers.host.numa_node",
+     "NUMA node to bind the host arena to (a CXL expander is a CPU-less node); -1: no binding",
+     &Config::host_numa_node,
+     [](const Config& c) { return CheckRange(c.host_numa_node, -1, 1023); }},
+    {"tiers.host.huge_pages", "huge pages for the host arena: none, transparent or hugetlb",
+     &Config::host_huge_pages,
+     [](const Config& c) {
+       return CheckOneOf(c.host_huge_pages, {"none", "transparent", "hugetlb"});
+     }},
+    {"tiers.host.prefault", "touch every page of the host arena at start (true or false)",
+     &Config::host_prefault, [](const Config&) { return absl::OkStatus(); }},
+    {"tiers.nvme.capacity_bytes",
+     "bytes of the NVMe data file to preallocate (a raw device: 0 is not allowed, give its size "
+     "or less); 0 leaves the tier out",
+     &Config::nvme_capacity_bytes,
+     [](const Config& c) { return CheckCapacity(c.nvme_capacity_bytes, c); }},
+    {"tiers.nvme.path",
+     "NVMe data file or raw block device; empty: <data_dir>/nvme/blocks.dat (the index is always "
+     "under <data_dir>/nvme/index)",
+     &Config::nvme_path, [](const Config&) { return absl::OkStatus(); }},
+    {"tiers.nvme.queue_depth", "io_uring requests in flight per batch (1..4096)",
+     &Config::nvme_queue_depth,
+     [](const Config& c) { return CheckRange(c.nvme_queue_depth, 1, 4096); }},
+    {"tiers.nvme.direct_io",
+     "O_DIRECT for the NVMe tier where the file system accepts it (true or false)",
+     &Config::nvme_direct_io, [](const Config&) { return absl::OkStatus(); }},
+    {"tiers.slot_min_bytes", "smallest slot size class of every tier, a power of two (4096..)",
+     &Config::slot_min_bytes,
+     [](const Config& c) {
+       if (!IsPowerOfTwo(c.slot_min_bytes) || c.slot_min_bytes < 4096) {
+         return absl::InvalidArgumentError(
+             fmt::format("{} is not a power of two >= 4096", c.slot_min_bytes));
+       }
+       return absl::OkStatus();
+     }},
+    {"tiers.slot_max_bytes",
+     "largest slot size class of every tier (and its chunk size), a power of two >= slot_min_bytes",
+     &Config::slot_max_bytes,
+     [](const Config& c) {
+       if (!IsPowerOfTwo(c.slot_max_bytes) || c.slot_max_bytes < c.slot_min_bytes) {
+         return absl::InvalidArgumentError(
+             fmt::format("{} is not a power of two >= slot_min_bytes ({})", c.slot_max_bytes,
+                         c.slot_min_bytes));
+       }
+       return absl::OkStatus();
+     }},
 }};
 
 std::string EnvName(std::string_view key) {
@@ -124,6 +196,13 @@ absl::Status KeyError(std::string_view key, std::string_view origin, std::string
 absl::Status SetFromText(Config& config, const KeySpec& key, const std::string& text) {
   if (auto* str = std::get_if<std::string Config::*>(&key.field)) {
     config.*(*str) = text;
+    return absl::OkStatus();
+  }
+  if (auto* flag = std::get_if<bool Config::*>(&key.field)) {
+    if (text != "true" && text != "false") {
+      return absl::InvalidArgumentError(fmt::format("expected true or false, got '{}'", text));
+    }
+    config.*(*flag) = text == "true";
     return absl::OkStatus();
   }
   std::int64_t value = 0;
@@ -161,6 +240,15 @@ absl::Status SetFromToml(Config& config, const KeySpec& key, const toml::node& n
           fmt::format("expected a string, got {}", TomlTypeName(node)));
     }
     config.*(*str) = v->get();
+    return absl::OkStatus();
+  }
+  if (auto* flag = std::get_if<bool Config::*>(&key.field)) {
+    const auto* v = node.as_boolean();
+    if (v == nullptr) {
+      return absl::InvalidArgumentError(
+          fmt::format("expected a boolean, got {}", TomlTypeName(node)));
+    }
+    config.*(*flag) = v->get();
     return absl::OkStatus();
   }
   const auto* v = node.as_integer();
@@ -294,6 +382,8 @@ std::string DescribeConfig(const Config& config, const ConfigOrigins& origins) {
     std::string value;
     if (auto* str = std::get_if<std::string Config::*>(&k.field)) {
       value = TomlQuote(config.*(*str));
+    } else if (auto* flag = std::get_if<bool Config::*>(&k.field)) {
+      value = config.*(*flag) ? "true" : "false";
     } else {
       value = fmt::format("{}", config.*std::get<std::int64_t Config::*>(k.field));
     }

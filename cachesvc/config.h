@@ -26,6 +26,18 @@ struct Config {
   std::string log_level = "info";     // trace, debug, info, warn, error, off
   std::int64_t drain_timeout_s = 10;  // how long shutdown waits for calls in flight
   std::int64_t max_message_bytes = 64 << 20;
+
+  // Tiers (docs/tiers.md). A capacity of 0 leaves that tier out.
+  std::int64_t host_capacity_bytes = std::int64_t{1} << 30;
+  std::int64_t host_numa_node = -1;             // -1: not bound
+  std::string host_huge_pages = "transparent";  // none, transparent, hugetlb
+  bool host_prefault = false;                   // touch every page at start
+  std::int64_t nvme_capacity_bytes = std::int64_t{1} << 30;
+  std::string nvme_path;  // "" = <data_dir>/nvme/blocks.dat
+  std::int64_t nvme_queue_depth = 32;
+  bool nvme_direct_io = true;
+  std::int64_t slot_min_bytes = 16 << 10;  // smallest slot size class
+  std::int64_t slot_max_bytes = 64 << 20;  // largest slot size class (and chunk size)
 };
 
 // What one key is, for flag registration, help text and docs.

@@ -16,6 +16,7 @@
 #include "cachesvc/config.h"
 #include "cachesvc/logging.h"
 #include "cachesvc/server.h"
+#include "cachesvc/tier_set.h"
 #include "cachesvc/version.h"
 #include "fmt/format.h"
 #include "kernels/gpu.h"
@@ -86,6 +87,8 @@ int Run(int argc, char** argv) {
   }
   absl::StatusOr<cachesvc::DataDir> data_dir = cachesvc::DataDir::Open(config->data_dir);
   if (!data_dir.ok()) return Fail(kExitUsage, std::string(data_dir.status().message()));
+  auto tiers = cachesvc::TierSet::Open(*config, data_dir->path());
+  if (!tiers.ok()) return Fail(kExitUsage, std::string(tiers.status().message()));
   const cachesvc::kernels::GpuInventory gpus = cachesvc::kernels::QueryGpus();
 
   // Block the stop signals before gRPC starts its threads, so that every thread inherits the mask
@@ -98,13 +101,20 @@ int Run(int argc, char** argv) {
 
   cachesvc::DaemonInfo info{fmt::format("{} ({})", cachesvc::kVersion, cachesvc::kGitCommit),
                             absl::ToUnixMillis(absl::Now()), !gpus.devices.empty()};
-  auto server = cachesvc::Server::Start(*config, std::move(info));
+  auto server = cachesvc::Server::Start(*config, std::move(info), tiers->get());
   if (!server.ok()) return Fail(kExitUsage, std::string(server.status().message()));
   for (const auto& gpu : gpus.devices) {
     spdlog::info("gpu {}: {} (sm_{}, {} MiB)", gpu.index, gpu.name, gpu.compute_capability,
                  gpu.memory_bytes >> 20);
   }
   if (gpus.devices.empty()) spdlog::info("no GPU in use: {}", gpus.note);
+  for (const cachesvc::tiers::TierStats& s : (*tiers)->Stats()) {
+    spdlog::info("tier {} ({}): {} MiB, {} blocks held", s.name,
+                 cachesvc::tiers::TierKindName(s.kind), s.capacity_bytes >> 20, s.blocks);
+  }
+  if (const auto* r = (*tiers)->nvme_recovery(); r != nullptr && r->started_cold) {
+    spdlog::warn("tier nvme started cold: {}", r->cold_reason);
+  }
   spdlog::info("cachesvc {} listening on {} (data_dir {})", cachesvc::kVersion,
                (*server)->address(), data_dir->path().string());
 

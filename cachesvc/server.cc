@@ -72,13 +72,14 @@ void LogGrpcLine(gpr_log_func_args* args) {
 
 void RouteGrpcLogging() { gpr_set_log_function(LogGrpcLine); }
 
-absl::StatusOr<std::unique_ptr<Server>> Server::Start(const Config& config, DaemonInfo info) {
+absl::StatusOr<std::unique_ptr<Server>> Server::Start(const Config& config, DaemonInfo info,
+                                                      const TierSet* tiers) {
   if (absl::Status s = ProbeListenAddress(config.listen); !s.ok()) return s;
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
 
-  auto admin = std::make_unique<AdminServiceImpl>(std::move(info));
+  auto admin = std::make_unique<AdminServiceImpl>(std::move(info), tiers);
   grpc::ServerBuilder builder;
   int selected_port = 0;
   builder.AddListeningPort(config.listen, grpc::InsecureServerCredentials(), &selected_port);

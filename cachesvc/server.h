@@ -28,7 +28,9 @@ class Server {
  public:
   // Binds and starts serving. UNAVAILABLE naming the address and the reason ("Address already in
   // use") when it cannot listen there.
-  static absl::StatusOr<std::unique_ptr<Server>> Start(const Config& config, DaemonInfo info);
+  // `tiers` (may be null) must outlive the server.
+  static absl::StatusOr<std::unique_ptr<Server>> Start(const Config& config, DaemonInfo info,
+                                                       const TierSet* tiers);
 
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;

@@ -41,4 +41,14 @@ absl::StatusOr<v1::GetStatusResponse> AdminClient::GetStatus(std::chrono::millis
   return response;
 }
 
+absl::StatusOr<v1::ListTiersResponse> AdminClient::ListTiers(std::chrono::milliseconds timeout) {
+  grpc::ClientContext ctx;
+  SetDeadline(ctx, timeout);
+  v1::ListTiersResponse response;
+  if (grpc::Status s = admin_->ListTiers(&ctx, v1::ListTiersRequest(), &response); !s.ok()) {
+    return FromGrpc(s);
+  }
+  return response;
+}
+
 }  // namespace cachesvc::client

@@ -28,6 +28,9 @@ class AdminClient {
   // cachesvc.v1.AdminService/GetStatus.
   absl::StatusOr<v1::GetStatusResponse> GetStatus(std::chrono::milliseconds timeout);
 
+  // cachesvc.v1.AdminService/ListTiers.
+  absl::StatusOr<v1::ListTiersResponse> ListTiers(std::chrono::milliseconds timeout);
+
  private:
   std::unique_ptr<grpc::health::v1::Health::Stub> health_;
   std::unique_ptr<v1::AdminService::Stub> admin_;

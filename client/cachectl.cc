@@ -79,6 +79,52 @@ int Status(const Options& opt) {
   return 0;
 }
 
+std::string Bytes(std::uint64_t b) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = static_cast<double>(b);
+  int u = 0;
+  while (v >= 1024 && u < 4) {
+    v /= 1024;
+    ++u;
+  }
+  return u == 0 ? fmt::format("{} B", b) : fmt::format("{:.1f} {}", v, units[u]);
+}
+
+int Tiers(const Options& opt) {
+  cachesvc::client::AdminClient client(opt.address);
+  auto tiers = client.ListTiers(std::chrono::milliseconds(opt.timeout_ms));
+  if (!tiers.ok()) return ReportError(opt, tiers.status());
+  if (opt.json) {
+    nlohmann::json out = nlohmann::json::array();
+    for (const auto& t : tiers->tiers()) {
+      out.push_back({{"name", t.name()},
+                     {"kind", cachesvc::v1::TierKind_Name(t.kind())},
+                     {"capacity_bytes", t.capacity_bytes()},
+                     {"used_bytes", t.used_bytes()},
+                     {"stored_bytes", t.stored_bytes()},
+                     {"free_bytes", t.free_bytes()},
+                     {"blocks", t.blocks()},
+                     {"read_bytes", t.read_bytes()},
+                     {"written_bytes", t.written_bytes()},
+                     {"leases_active", t.leases_active()},
+                     {"checksum_failures", t.checksum_failures()},
+                     {"numa_node", t.numa_node()}});
+    }
+    std::cout << nlohmann::json{{"address", opt.address}, {"tiers", out}}.dump() << "\n";
+    return 0;
+  }
+  std::cout << fmt::format("{:<8} {:<10} {:>12} {:>12} {:>10} {:>6} {:>9}\n", "NAME", "KIND",
+                           "CAPACITY", "USED", "BLOCKS", "NUMA", "CHECKSUM");
+  for (const auto& t : tiers->tiers()) {
+    std::cout << fmt::format("{:<8} {:<10} {:>12} {:>12} {:>10} {:>6} {:>9}\n", t.name(),
+                             cachesvc::v1::TierKind_Name(t.kind()), Bytes(t.capacity_bytes()),
+                             Bytes(t.used_bytes()), t.blocks(),
+                             t.numa_node() < 0 ? std::string("-") : std::to_string(t.numa_node()),
+                             t.checksum_failures());
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -98,10 +144,12 @@ int main(int argc, char** argv) {
   auto* health =
       app.add_subcommand("health", "ask whether the daemon is SERVING (exit 0) or not (1)");
   auto* status = app.add_subcommand("status", "version, uptime and state of the daemon");
+  auto* tiers = app.add_subcommand("tiers", "each tier's capacity, use, blocks and faults");
   app.footer(
       "Examples:\n"
       "  cachectl health\n"
       "  cachectl --addr 10.0.0.5:50051 --json status\n"
+      "  cachectl tiers\n"
       "Exit codes: 0 ok, 1 not found / not serving, 2 usage, 3 cannot reach the daemon.");
   try {
     app.parse(argc, argv);
@@ -115,5 +163,6 @@ int main(int argc, char** argv) {
   }
   if (health->parsed()) return Health(opt);
   if (status->parsed()) return Status(opt);
+  if (tiers->parsed()) return Tiers(opt);
   return kExitUsage;
 }

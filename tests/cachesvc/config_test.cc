@@ -136,6 +136,37 @@ TEST_F(ConfigTest, DescribeConfigIsLoadableToml) {
   EXPECT_EQ(reloaded->log_level, "debug");
 }
 
+TEST_F(ConfigTest, TierKeysFromATableWithBooleans) {
+  ConfigInputs in;
+  in.file = WriteFile(
+      "[tiers.host]\ncapacity_bytes = 134217728\nprefault = true\nnuma_node = 0\n"
+      "[tiers.nvme]\ncapacity_bytes = 0\ndirect_io = false\n");
+  auto config = LoadConfig(in);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->host_capacity_bytes, 134217728);
+  EXPECT_TRUE(config->host_prefault);
+  EXPECT_EQ(config->host_numa_node, 0);
+  EXPECT_EQ(config->nvme_capacity_bytes, 0);
+  EXPECT_FALSE(config->nvme_direct_io);
+  in.file = WriteFile("[tiers.host]\nprefault = \"yes\"\n");
+  ExpectError(LoadConfig(in), "expected a boolean, got a string");
+}
+
+TEST_F(ConfigTest, TierValuesAreChecked) {
+  ConfigInputs in;
+  in.env = {{"CACHESVC_TIERS_HOST_CAPACITY_BYTES", "1000"}};
+  ExpectError(LoadConfig(in),
+              "config key 'tiers.host.capacity_bytes' (env CACHESVC_TIERS_HOST_CAPACITY_BYTES)");
+  in.env = {{"CACHESVC_TIERS_SLOT_MIN_BYTES", "5000"}};
+  ExpectError(LoadConfig(in), "not a power of two");
+  in.env = {{"CACHESVC_TIERS_SLOT_MAX_BYTES", "8192"}, {"CACHESVC_TIERS_SLOT_MIN_BYTES", "16384"}};
+  ExpectError(LoadConfig(in), ">= slot_min_bytes");
+  in.env = {{"CACHESVC_TIERS_NVME_DIRECT_IO", "1"}};
+  ExpectError(LoadConfig(in), "expected true or false");
+  in.env = {{"CACHESVC_TIERS_HOST_HUGE_PAGES", "hugetlb"}};
+  EXPECT_TRUE(LoadConfig(in).ok());
+}
+
 TEST_F(ConfigTest, EveryKeyHasEnvAndFlag) {
   for (const ConfigKeyInfo& key : ConfigKeys()) {
     EXPECT_TRUE(key.env.starts_with("CACHESVC_")) << key.name;

@@ -32,6 +32,10 @@ std::filesystem::path FreshDir(const std::string& name) {
   return dir;
 }
 
+// Small tiers for test daemons: one 64 MiB chunk each, so a test run does not reserve gigabytes.
+const std::vector<std::string> kSmallTiers = {"--tiers-host-capacity-bytes", "67108864",
+                                              "--tiers-nvme-capacity-bytes", "67108864"};
+
 // Lines of output that are not blank.
 std::vector<std::string> Lines(const std::string& output) {
   return absl::StrSplit(output, '\n', absl::SkipEmpty());
@@ -40,7 +44,8 @@ std::vector<std::string> Lines(const std::string& output) {
 // A running daemon on a free port with its own data folder.
 class Daemon {
  public:
-  explicit Daemon(const std::string& name, std::vector<std::string> extra = {})
+  // `extra` flags follow the address and data folder; by default, small tiers.
+  explicit Daemon(const std::string& name, std::vector<std::string> extra = kSmallTiers)
       : data_dir_(FreshDir(name) / "data") {
     std::vector<std::string> argv = {CACHESVC_BIN, "--listen", "127.0.0.1:0", "--data-dir",
                                      data_dir_.string()};
@@ -148,14 +153,20 @@ TEST(DaemonTest, DefaultsServeOn50051AndWriteOnlyUnderDataDir) {
   for (const auto& e : std::filesystem::directory_iterator(cwd))
     entries.push_back(e.path().filename());
   EXPECT_EQ(entries, std::vector<std::string>{"cachesvc-data"});
+  // The default tiers: 1 GiB of host memory and a 1 GiB NVMe file inside the data folder.
+  EXPECT_EQ(std::filesystem::file_size(cwd / "cachesvc-data" / "nvme" / "blocks.dat"), 1u << 30);
+  EXPECT_TRUE(std::filesystem::is_directory(cwd / "cachesvc-data" / "nvme" / "index"));
+  std::filesystem::remove_all(cwd);
 }
 
 TEST(DaemonTest, PortInUseExitsTwoWithOneLine) {
   Daemon first("port_first");
   ASSERT_FALSE(first.address().empty()) << first.process().output();
   const auto dir = FreshDir("port_second");
-  auto r = RunToCompletion({CACHESVC_BIN, "--listen", first.address(), "--data-dir",
-                            (dir / "data").string(), "--log-level", "warn"});
+  auto r =
+      RunToCompletion({CACHESVC_BIN, "--listen", first.address(), "--data-dir",
+                       (dir / "data").string(), "--log-level", "warn",
+                       "--tiers-host-capacity-bytes", "0", "--tiers-nvme-capacity-bytes", "0"});
   EXPECT_EQ(r.exit_code, 2) << r.output;
   ASSERT_EQ(Lines(r.output).size(), 1u) << r.output;
   EXPECT_NE(r.output.find("cannot listen on " + first.address() + ": Address already in use"),
@@ -170,7 +181,8 @@ TEST(DaemonTest, DataDirInUseExitsTwo) {
   Daemon first("datadir");
   ASSERT_FALSE(first.address().empty()) << first.process().output();
   auto r = RunToCompletion(
-      {CACHESVC_BIN, "--listen", "127.0.0.1:0", "--data-dir", first.data_dir().string()});
+      {CACHESVC_BIN, "--listen", "127.0.0.1:0", "--data-dir", first.data_dir().string(),
+       "--tiers-host-capacity-bytes", "0", "--tiers-nvme-capacity-bytes", "0"});
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_NE(r.output.find("is in use by another cachesvc"), std::string::npos) << r.output;
 }
@@ -228,7 +240,13 @@ INSTANTIATE_TEST_SUITE_P(
                  {"--listen", "no-such-host.invalid:50051"},
                  {},
                  "",
-                 "cannot listen on no-such-host.invalid:50051"}),
+                 "cannot listen on no-such-host.invalid:50051"},
+        BadStart{"TierSmallerThanAChunk", {"--tiers-nvme-capacity-bytes", "1000"}, {}, "",
+                 "config key 'tiers.nvme.capacity_bytes' (flag --tiers-nvme-capacity-bytes)"},
+        BadStart{"BadBool", {}, {{"CACHESVC_TIERS_NVME_DIRECT_IO", "yes"}}, "",
+                 "expected true or false, got 'yes'"},
+        BadStart{"BadHugePages", {}, {}, "[tiers.host]\nhuge_pages = \"always\"\n",
+                 "'always' is not one of none, transparent, hugetlb"}),
     [](const auto& param_info) { return param_info.param.name; });
 
 TEST(DaemonTest, PrintConfigShowsOrigins) {
@@ -240,6 +258,39 @@ TEST(DaemonTest, PrintConfigShowsOrigins) {
   EXPECT_NE(r.output.find("drain_timeout_s = 7  # env CACHESVC_DRAIN_TIMEOUT_S"),
             std::string::npos);
   EXPECT_NE(r.output.find("listen = \"127.0.0.1:50051\"  # default"), std::string::npos);
+}
+
+TEST(DaemonTest, OpensConfiguredTiersAndListsThem) {
+  Daemon daemon("tiers");
+  ASSERT_FALSE(daemon.address().empty()) << daemon.process().output();
+  EXPECT_TRUE(std::filesystem::exists(daemon.data_dir() / "nvme" / "blocks.dat"));
+  auto r = RunToCompletion({CACHECTL_BIN, "--addr", daemon.address(), "--json", "tiers"});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto json = nlohmann::json::parse(r.output, nullptr, /*allow_exceptions=*/false);
+  ASSERT_FALSE(json.is_discarded()) << r.output;
+  ASSERT_EQ(json["tiers"].size(), 2u) << r.output;
+  EXPECT_EQ(json["tiers"][0]["name"], "host");
+  EXPECT_EQ(json["tiers"][0]["kind"], "TIER_HOST");
+  EXPECT_EQ(json["tiers"][0]["capacity_bytes"], 64u << 20);
+  EXPECT_EQ(json["tiers"][1]["name"], "nvme");
+  EXPECT_EQ(json["tiers"][1]["kind"], "TIER_NVME");
+  EXPECT_EQ(json["tiers"][1]["blocks"], 0u);
+  auto table = RunToCompletion({CACHECTL_BIN, "--addr", daemon.address(), "tiers"});
+  EXPECT_EQ(table.exit_code, 0);
+  EXPECT_NE(table.output.find("nvme     TIER_NVME      64.0 MiB"), std::string::npos)
+      << table.output;
+  daemon.process().Signal(SIGTERM);
+  EXPECT_EQ(daemon.process().Wait(20s), 0) << daemon.process().output();
+}
+
+TEST(DaemonTest, TiersCanBeLeftOut) {
+  Daemon daemon("no_tiers",
+                {"--tiers-host-capacity-bytes", "0", "--tiers-nvme-capacity-bytes", "0"});
+  ASSERT_FALSE(daemon.address().empty()) << daemon.process().output();
+  auto r = RunToCompletion({CACHECTL_BIN, "--addr", daemon.address(), "--json", "tiers"});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(nlohmann::json::parse(r.output)["tiers"].size(), 0u);
+  EXPECT_FALSE(std::filesystem::exists(daemon.data_dir() / "nvme"));
 }
 
 TEST(CachectlTest, HealthStatusAndExitCodes) {
