@@ -113,7 +113,7 @@ void SetAccuracyCounters(benchmark::State& state, CodecId c, std::uint32_t d,
   state.counters["attn_rel_err"] = AttentionError(c, d);
 }
 
-// Args: bits, head_dim, impl (1 scalar, 2 avx2).
+// Args: bits, head_dim, impl (1 scalar, 2 avx2, 3 avx512).
 void BM_Encode(benchmark::State& state) {
   const CodecId c = Codec(state.range(0));
   const auto d = static_cast<std::uint32_t>(state.range(1));
@@ -174,7 +174,8 @@ void BM_Memcpy(benchmark::State& state) {
 void CodecArgs(benchmark::internal::Benchmark* b) {
   for (int bits : {3, 4}) {
     for (int d : {64, 128, 256}) {
-      for (int impl : {static_cast<int>(CodecImpl::kScalar), static_cast<int>(CodecImpl::kAvx2)}) {
+      for (int impl : {static_cast<int>(CodecImpl::kScalar), static_cast<int>(CodecImpl::kAvx2),
+                       static_cast<int>(CodecImpl::kAvx512)}) {
         b->Args({bits, d, impl});
       }
     }

@@ -115,14 +115,21 @@ bool CodecImplAvailable(CodecImpl impl) {
       return false;
 #endif
     case CodecImpl::kAvx512:
-      return false;  // not built yet; AVX2 serves AVX-512 machines
+#if defined(__x86_64__)
+      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+             __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+#else
+      return false;
+#endif
   }
   return false;
 }
 
 CodecImpl BestCodecImpl() {
-  static const CodecImpl best =
-      CodecImplAvailable(CodecImpl::kAvx2) ? CodecImpl::kAvx2 : CodecImpl::kScalar;
+  static const CodecImpl best = CodecImplAvailable(CodecImpl::kAvx512) ? CodecImpl::kAvx512
+                                : CodecImplAvailable(CodecImpl::kAvx2) ? CodecImpl::kAvx2
+                                                                       : CodecImpl::kScalar;
   return best;
 }
 
@@ -207,7 +214,9 @@ CodecStatus Encode(CodecId codec, ValueType type, std::uint32_t head_dim, std::u
                             dst + tq::CodesOffset(n)};
   EncodeStats local;
 #if defined(__x86_64__)
-  if (Resolve(impl) == CodecImpl::kAvx2) {
+  if (Resolve(impl) == CodecImpl::kAvx512) {
+    tq::EncodeBlockAvx512(args, &local);
+  } else if (Resolve(impl) == CodecImpl::kAvx2) {
     tq::EncodeBlockAvx2(args, &local);
   } else {
     tq::EncodeBlockScalar(args, &local);
@@ -311,7 +320,9 @@ CodecStatus Decode(CodecId codec, ValueType type, std::uint32_t head_dim,
                             src + tq::CodesOffset(h.num_vectors),
                             reinterpret_cast<std::uint16_t*>(raw_out.data())};
 #if defined(__x86_64__)
-  if (Resolve(impl) == CodecImpl::kAvx2) {
+  if (Resolve(impl) == CodecImpl::kAvx512) {
+    tq::DecodeBlockAvx512(args);
+  } else if (Resolve(impl) == CodecImpl::kAvx2) {
     tq::DecodeBlockAvx2(args);
   } else {
     tq::DecodeBlockScalar(args);

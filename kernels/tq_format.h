@@ -84,5 +84,7 @@ void DecodeBlockScalar(const DecodeArgs& a);
 // Defined only when the build has them (CodecImplAvailable tells whether the CPU has them).
 void EncodeBlockAvx2(const EncodeArgs& a, EncodeStats* stats);
 void DecodeBlockAvx2(const DecodeArgs& a);
+void EncodeBlockAvx512(const EncodeArgs& a, EncodeStats* stats);
+void DecodeBlockAvx512(const DecodeArgs& a);
 
 }  // namespace cachesvc::kernels::tq

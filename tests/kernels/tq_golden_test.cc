@@ -209,7 +209,9 @@ TEST_P(GoldenTest, ReproducesDigestsOfLargerBlocks) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Impls, GoldenTest, ::testing::Values(CodecImpl::kScalar, CodecImpl::kAvx2),
+INSTANTIATE_TEST_SUITE_P(Impls, GoldenTest,
+                         ::testing::Values(CodecImpl::kScalar, CodecImpl::kAvx2,
+                                           CodecImpl::kAvx512),
                          [](const auto& param_info) { return CodecImplName(param_info.param); });
 
 }  // namespace
