@@ -1,0 +1,91 @@
+#include "cachesvc/cache_engine.h"
+
+namespace cachesvc {
+namespace {
+
+constexpr tiers::TierKind kFastestFirst[kTierKinds] = {
+    tiers::TierKind::kHbm, tiers::TierKind::kHost, tiers::TierKind::kNvme};
+
+}  // namespace
+
+CacheEngine::CacheEngine(BlockIndex* index, ResidencyPolicy* policy, TierCapacity capacity)
+    : index_(index), policy_(policy), capacity_(capacity) {
+  bool found = false;
+  for (tiers::TierKind t : kFastestFirst) {
+    if (capacity_.blocks[Index(t)] == 0) continue;
+    present_ |= TierBit(t);
+    if (!found) fastest_ = t;
+    found = true;
+  }
+}
+
+ServeResult CacheEngine::Serve(std::span<const BlockKey> chain, std::int64_t now_us) {
+  ServeResult r;
+  if (present_ == 0) {
+    r.computed = static_cast<std::uint32_t>(chain.size());
+    r.not_admitted = r.computed;
+    return r;
+  }
+  r.prefix_hits = static_cast<std::uint32_t>(index_->LongestCachedPrefix(chain, present_, now_us));
+  for (std::uint32_t i = 0; i < r.prefix_hits; ++i) {
+    const auto e = index_->Get(chain[i]);
+    for (tiers::TierKind t : kFastestFirst) {
+      if (e && e->In(t)) {
+        ++r.hits_from[Index(t)];
+        break;
+      }
+    }
+  }
+  r.computed = static_cast<std::uint32_t>(chain.size()) - r.prefix_hits;
+  for (const BlockKey& key : chain) {
+    const auto e = index_->Get(key);
+    if (e && e->In(fastest_)) {
+      policy_->Touched(key, fastest_, now_us);
+    } else if (!Admit(key, fastest_, now_us, 0)) {
+      ++r.not_admitted;
+    }
+  }
+  return r;
+}
+
+bool CacheEngine::Admit(const BlockKey& key, tiers::TierKind tier, std::int64_t now_us, int depth) {
+  const unsigned t = Index(tier);
+  while (used_[t] >= capacity_.blocks[t]) {
+    if (!EvictOne(tier, now_us, depth)) return false;
+  }
+  BlockEntry fresh;
+  fresh.last_access_us = now_us;
+  index_->AddCopy(key, tier, TierCopy{}, fresh);
+  ++used_[t];
+  ++stats_.admitted_to[t];
+  policy_->Added(key, tier, now_us);
+  return true;
+}
+
+bool CacheEngine::EvictOne(tiers::TierKind tier, std::int64_t now_us, int depth) {
+  const std::optional<BlockKey> victim = policy_->ChooseVictim(tier, now_us);
+  if (!victim) return false;
+  const unsigned t = Index(tier);
+  const std::optional<tiers::TierKind> target = policy_->DemoteTarget(tier);
+  const bool demote = target && (present_ & TierBit(*target)) != 0 && depth < kTierKinds;
+  // Keep the entry alive across the move: a session reference would; here a temporary lease does.
+  index_->Update(*victim, [](BlockEntry& e) { ++e.leases; });
+  index_->RemoveCopy(*victim, tier);
+  --used_[t];
+  policy_->Removed(*victim, tier);
+  bool moved = false;
+  if (demote) {
+    const auto e = index_->Get(*victim);
+    if (e && e->In(*target)) {
+      policy_->Touched(*victim, *target, now_us);
+      moved = true;
+    } else {
+      moved = Admit(*victim, *target, now_us, depth + 1);
+    }
+  }
+  index_->Update(*victim, [](BlockEntry& e) { --e.leases; });
+  ++(moved ? stats_.demoted_from[t] : stats_.dropped_from[t]);
+  return true;
+}
+
+}  // namespace cachesvc

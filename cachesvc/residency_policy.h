@@ -1,0 +1,48 @@
+// cachesvc/residency_policy.h: the pluggable part of the service core that decides where blocks
+// live. The CacheEngine (cachesvc/cache_engine.h) keeps the facts (which tier holds which block,
+// how full each tier is); a policy only answers its questions: which block should leave a full
+// tier, and where it should go. Policies are compared in the trace replay (bench/run replay), so
+// each keeps whatever order it needs in its own structures, fed by the engine's notifications.
+//
+// The engine calls a policy from one thread at a time (it serializes itself); policies need no
+// locking of their own.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string_view>
+
+#include "proto/block_key.h"
+#include "tiers/tier.h"
+
+namespace cachesvc {
+
+class ResidencyPolicy {
+ public:
+  virtual ~ResidencyPolicy() = default;
+
+  // The name bench/run replay selects it by (lru-hbm, lru-tiered, ...).
+  [[nodiscard]] virtual std::string_view Name() const = 0;
+
+  // `key` entered `tier` (inserted, promoted into it, or demoted into it).
+  virtual void Added(const BlockKey& key, tiers::TierKind tier, std::int64_t now_us) = 0;
+  // `key` was used from `tier` (a prefix hit).
+  virtual void Touched(const BlockKey& key, tiers::TierKind tier, std::int64_t now_us) = 0;
+  // `key` left `tier`.
+  virtual void Removed(const BlockKey& key, tiers::TierKind tier) = 0;
+
+  // `tier` is full and a block must leave it: which one. nullopt refuses (nothing can leave, so
+  // the incoming block is not admitted).
+  [[nodiscard]] virtual std::optional<BlockKey> ChooseVictim(tiers::TierKind tier,
+                                                             std::int64_t now_us) = 0;
+  // Where a block leaving `from` goes: a slower tier, or nullopt to drop it.
+  [[nodiscard]] virtual std::optional<tiers::TierKind> DemoteTarget(tiers::TierKind from) const = 0;
+};
+
+// Least recently used in each tier. `cascade` = true demotes HBM -> host -> NVMe (what
+// LMCache-style offloading does: "lru-tiered"); false drops what leaves a tier ("lru-hbm" when only
+// the HBM tier has capacity: what engines' prefix caches do).
+std::unique_ptr<ResidencyPolicy> MakeLruPolicy(bool cascade);
+
+}  // namespace cachesvc

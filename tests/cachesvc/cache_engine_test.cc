@@ -1,0 +1,152 @@
+#include "cachesvc/cache_engine.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <fstream>
+#include <list>
+#include <vector>
+
+#include "nlohmann/json.hpp"
+
+namespace cachesvc {
+namespace {
+
+using tiers::TierKind;
+
+BlockKey Key(std::uint64_t id) {
+  BlockKey k;
+  for (int i = 0; i < 8; ++i) k.bytes[i] = static_cast<std::uint8_t>(id >> (8 * i));
+  k.bytes[15] = 0xa5;
+  return k;
+}
+
+std::vector<BlockKey> Keys(const std::vector<std::uint64_t>& ids) {
+  std::vector<BlockKey> out;
+  for (auto id : ids) out.push_back(Key(id));
+  return out;
+}
+
+TierCapacity Capacity(std::uint64_t hbm, std::uint64_t host = 0, std::uint64_t nvme = 0) {
+  TierCapacity c;
+  c.blocks = {hbm, host, nvme};
+  return c;
+}
+
+// A brute-force LRU over block ids, written from the definition and nothing else: a request hits
+// on the longest prefix of its ids that are cached; then each id, in order, becomes the most
+// recent, and the least recent goes while the cache is over capacity.
+class ReferenceLru {
+ public:
+  explicit ReferenceLru(std::size_t capacity) : capacity_(capacity) {}
+  std::size_t Serve(const std::vector<std::uint64_t>& ids) {
+    std::size_t hits = 0;
+    while (hits < ids.size() &&
+           std::find(order_.begin(), order_.end(), ids[hits]) != order_.end()) {
+      ++hits;
+    }
+    for (auto id : ids) {
+      auto it = std::find(order_.begin(), order_.end(), id);
+      if (it != order_.end()) order_.erase(it);
+      order_.push_front(id);
+      if (order_.size() > capacity_) order_.pop_back();
+    }
+    return hits;
+  }
+
+ private:
+  std::size_t capacity_;
+  std::list<std::uint64_t> order_;
+};
+
+std::vector<std::vector<std::uint64_t>> MooncakeSample(std::size_t lines) {
+  std::ifstream in(CACHESVC_SOURCE_DIR "/../shared/traces/mooncake-conversation_trace.jsonl");
+  std::vector<std::vector<std::uint64_t>> out;
+  for (std::string line; out.size() < lines && std::getline(in, line);) {
+    out.push_back(nlohmann::json::parse(line)["hash_ids"].get<std::vector<std::uint64_t>>());
+  }
+  return out;
+}
+
+TEST(CacheEngineTest, LruHbmAgreesWithBruteForceLruOnMooncakeSample) {
+  const auto requests = MooncakeSample(1500);
+  if (requests.empty()) GTEST_SKIP() << "shared/traces is not beside the checkout";
+  ASSERT_EQ(requests.size(), 1500u);
+  for (std::size_t capacity : {64u, 500u, 2000u}) {
+    SCOPED_TRACE("capacity " + std::to_string(capacity));
+    BlockIndex index(1);
+    auto policy = MakeLruPolicy(/*cascade=*/false);
+    CacheEngine engine(&index, policy.get(), Capacity(capacity));
+    ReferenceLru reference(capacity);
+    std::size_t total_hits = 0;
+    for (std::size_t r = 0; r < requests.size(); ++r) {
+      const ServeResult got = engine.Serve(Keys(requests[r]), static_cast<std::int64_t>(r));
+      const std::size_t want = reference.Serve(requests[r]);
+      ASSERT_EQ(got.prefix_hits, want) << "request " << r;
+      total_hits += want;
+    }
+    EXPECT_LE(engine.Used(TierKind::kHbm), capacity);
+    EXPECT_EQ(index.Size(), engine.Used(TierKind::kHbm));
+    if (capacity >= 500) {
+      EXPECT_GT(total_hits, 0u) << "a test that never hits proves nothing";
+    }
+  }
+}
+
+TEST(CacheEngineTest, TieredLruDemotesAndHitsFromTheSlowerTier) {
+  BlockIndex index;
+  auto policy = MakeLruPolicy(/*cascade=*/true);
+  CacheEngine engine(&index, policy.get(), Capacity(2, 2, 0));
+  EXPECT_EQ(engine.Serve(Keys({1, 2}), 1).prefix_hits, 0u);
+  EXPECT_EQ(engine.Serve(Keys({3, 4}), 2).prefix_hits, 0u);  // 1, 2 demoted to host
+  EXPECT_EQ(engine.stats().demoted_from[static_cast<unsigned>(TierKind::kHbm)], 2u);
+  EXPECT_EQ(engine.Used(TierKind::kHost), 2u);
+  const ServeResult r = engine.Serve(Keys({1, 2}), 3);
+  EXPECT_EQ(r.prefix_hits, 2u);
+  EXPECT_EQ(r.hits_from[static_cast<unsigned>(TierKind::kHost)], 2u);
+  EXPECT_EQ(r.computed, 0u);
+  // 1 and 2 are promoted back; 3 and 4 go down to the host tier, which, full and the last tier,
+  // drops its least recent blocks (the host copies of 1 and 2) to take them.
+  for (std::uint64_t k : {1, 2}) EXPECT_EQ(index.Get(Key(k))->tiers, TierBit(TierKind::kHbm)) << k;
+  for (std::uint64_t k : {3, 4}) EXPECT_EQ(index.Get(Key(k))->tiers, TierBit(TierKind::kHost)) << k;
+  EXPECT_EQ(engine.Used(TierKind::kHbm), 2u);
+  EXPECT_EQ(engine.Used(TierKind::kHost), 2u);
+  EXPECT_EQ(engine.stats().dropped_from[static_cast<unsigned>(TierKind::kHost)], 2u);
+}
+
+TEST(CacheEngineTest, HbmOnlyDropsWhatItEvicts) {
+  BlockIndex index;
+  auto policy = MakeLruPolicy(/*cascade=*/false);
+  CacheEngine engine(&index, policy.get(), Capacity(3));
+  engine.Serve(Keys({1, 2, 3}), 1);
+  engine.Serve(Keys({4}), 2);
+  EXPECT_FALSE(index.Contains(Key(1)));
+  EXPECT_EQ(engine.stats().dropped_from[static_cast<unsigned>(TierKind::kHbm)], 1u);
+  EXPECT_EQ(engine.Serve(Keys({2, 3}), 3).prefix_hits, 2u);
+}
+
+TEST(CacheEngineTest, ChainLongerThanTheTierKeepsItsTail) {
+  BlockIndex index;
+  auto policy = MakeLruPolicy(false);
+  CacheEngine engine(&index, policy.get(), Capacity(2));
+  const ServeResult r = engine.Serve(Keys({1, 2, 3, 4, 5}), 1);
+  EXPECT_EQ(r.computed, 5u);
+  EXPECT_EQ(engine.Used(TierKind::kHbm), 2u);
+  EXPECT_TRUE(index.Contains(Key(5)));
+  EXPECT_FALSE(index.Contains(Key(1)));
+  // The prefix is gone, so the cached tail cannot be a prefix hit.
+  EXPECT_EQ(engine.Serve(Keys({1, 2, 3, 4, 5}), 2).prefix_hits, 0u);
+}
+
+TEST(CacheEngineTest, NoTiersMeansNothingIsCached) {
+  BlockIndex index;
+  auto policy = MakeLruPolicy(false);
+  CacheEngine engine(&index, policy.get(), Capacity(0));
+  const ServeResult r = engine.Serve(Keys({1, 2}), 1);
+  EXPECT_EQ(r.computed, 2u);
+  EXPECT_EQ(r.not_admitted, 2u);
+  EXPECT_EQ(index.Size(), 0u);
+}
+
+}  // namespace
+}  // namespace cachesvc
