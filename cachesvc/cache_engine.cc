@@ -19,19 +19,22 @@ CacheEngine::CacheEngine(BlockIndex* index, ResidencyPolicy* policy, TierCapacit
   }
 }
 
-ServeResult CacheEngine::Serve(std::span<const BlockKey> chain, std::int64_t now_us) {
+ServeResult CacheEngine::Serve(std::span<const BlockKey> chain, std::int64_t now_us,
+                               std::span<std::uint8_t> hit_tiers) {
   ServeResult r;
   if (present_ == 0) {
     r.computed = static_cast<std::uint32_t>(chain.size());
     r.not_admitted = r.computed;
     return r;
   }
+  policy_->BeginRequest(chain, now_us);
   r.prefix_hits = static_cast<std::uint32_t>(index_->LongestCachedPrefix(chain, present_, now_us));
   for (std::uint32_t i = 0; i < r.prefix_hits; ++i) {
     const auto e = index_->Get(chain[i]);
     for (tiers::TierKind t : kFastestFirst) {
       if (e && e->In(t)) {
         ++r.hits_from[Index(t)];
+        if (i < hit_tiers.size()) hit_tiers[i] = static_cast<std::uint8_t>(t);
         break;
       }
     }

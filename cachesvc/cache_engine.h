@@ -45,7 +45,10 @@ class CacheEngine {
   // `index` and `policy` must outlive the engine.
   CacheEngine(BlockIndex* index, ResidencyPolicy* policy, TierCapacity capacity);
 
-  ServeResult Serve(std::span<const BlockKey> chain, std::int64_t now_us);
+  // When `hit_tiers` is given (at least chain.size() long), entry i receives the tier (as a
+  // tiers::TierKind value) block i of the prefix was found in.
+  ServeResult Serve(std::span<const BlockKey> chain, std::int64_t now_us,
+                    std::span<std::uint8_t> hit_tiers = {});
 
   [[nodiscard]] std::uint64_t Used(tiers::TierKind tier) const { return used_[Index(tier)]; }
   [[nodiscard]] const EngineStats& stats() const { return stats_; }

@@ -11,7 +11,9 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string_view>
+#include <vector>
 
 #include "proto/block_key.h"
 #include "tiers/tier.h"
@@ -24,6 +26,12 @@ class ResidencyPolicy {
 
   // The name bench/run replay selects it by (lru-hbm, lru-tiered, ...).
   [[nodiscard]] virtual std::string_view Name() const = 0;
+
+  // A request for `chain` is about to be served (before any other notification about it).
+  virtual void BeginRequest(std::span<const BlockKey> chain, std::int64_t now_us) {
+    (void)chain;
+    (void)now_us;
+  }
 
   // `key` entered `tier` (inserted, promoted into it, or demoted into it).
   virtual void Added(const BlockKey& key, tiers::TierKind tier, std::int64_t now_us) = 0;
@@ -44,5 +52,11 @@ class ResidencyPolicy {
 // LMCache-style offloading does: "lru-tiered"); false drops what leaves a tier ("lru-hbm" when only
 // the HBM tier has capacity: what engines' prefix caches do).
 std::unique_ptr<ResidencyPolicy> MakeLruPolicy(bool cascade);
+
+// Belady's offline optimum ("belady"): given the whole future sequence of requests (each a chain of
+// keys, in the order they will be served), a full tier evicts the block whose next use is farthest
+// away (never used again first). Demotes like lru-tiered. The bound no online policy passes for
+// the fast tier's hit rate; only for replays, which know the future.
+std::unique_ptr<ResidencyPolicy> MakeBeladyPolicy(const std::vector<std::vector<BlockKey>>& future);
 
 }  // namespace cachesvc

@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <fstream>
 #include <list>
+#include <map>
+#include <set>
 #include <vector>
 
 #include "nlohmann/json.hpp"
@@ -90,6 +92,66 @@ TEST(CacheEngineTest, LruHbmAgreesWithBruteForceLruOnMooncakeSample) {
     if (capacity >= 500) {
       EXPECT_GT(total_hits, 0u) << "a test that never hits proves nothing";
     }
+  }
+}
+
+// Belady written from its definition: at each eviction, the cached block whose next use (the next
+// request containing it, after the current one) is farthest, ties to the larger key.
+std::size_t ReferenceBelady(const std::vector<std::vector<std::uint64_t>>& requests,
+                            std::size_t capacity) {
+  std::map<std::uint64_t, std::vector<std::size_t>> uses;  // id -> requests using it, increasing
+  for (std::size_t r = 0; r < requests.size(); ++r) {
+    for (auto id : requests[r]) {
+      if (uses[id].empty() || uses[id].back() != r) uses[id].push_back(r);
+    }
+  }
+  std::set<std::uint64_t> cache;
+  std::size_t hits = 0;
+  for (std::size_t r = 0; r < requests.size(); ++r) {
+    std::size_t h = 0;
+    while (h < requests[r].size() && cache.count(requests[r][h]) != 0) ++h;
+    hits += h;
+    for (auto id : requests[r]) {
+      if (cache.count(id) != 0) continue;
+      if (cache.size() >= capacity) {
+        std::pair<std::size_t, BlockKey> worst{0, BlockKey{}};
+        std::uint64_t victim = 0;
+        bool first = true;
+        for (auto c : cache) {
+          const auto& u = uses[c];
+          const auto after = std::upper_bound(u.begin(), u.end(), r);
+          const std::size_t next = after == u.end() ? SIZE_MAX : *after;
+          const std::pair<std::size_t, BlockKey> rank{next, Key(c)};
+          if (first || rank > worst) worst = rank, victim = c, first = false;
+        }
+        cache.erase(victim);
+      }
+      cache.insert(id);
+    }
+  }
+  return hits;
+}
+
+TEST(CacheEngineTest, BeladyAgreesWithBruteForceAndBoundsLru) {
+  auto requests = MooncakeSample(600);
+  if (requests.empty()) GTEST_SKIP() << "shared/traces is not beside the checkout";
+  for (std::size_t capacity : {40u, 200u}) {
+    SCOPED_TRACE("capacity " + std::to_string(capacity));
+    std::vector<std::vector<BlockKey>> future;
+    for (const auto& r : requests) future.push_back(Keys(r));
+    BlockIndex index(1);
+    auto belady = MakeBeladyPolicy(future);
+    CacheEngine engine(&index, belady.get(), Capacity(capacity));
+    BlockIndex lru_index(1);
+    auto lru = MakeLruPolicy(false);
+    CacheEngine lru_engine(&lru_index, lru.get(), Capacity(capacity));
+    std::size_t hits = 0, lru_hits = 0;
+    for (std::size_t r = 0; r < future.size(); ++r) {
+      hits += engine.Serve(future[r], static_cast<std::int64_t>(r)).prefix_hits;
+      lru_hits += lru_engine.Serve(future[r], static_cast<std::int64_t>(r)).prefix_hits;
+    }
+    EXPECT_EQ(hits, ReferenceBelady(requests, capacity));
+    EXPECT_GE(hits, lru_hits);
   }
 }
 
