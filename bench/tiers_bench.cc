@@ -6,7 +6,8 @@
 //   tiers_bench host --block-bytes N [--working-set-bytes W] [--seconds S]
 //       -> {"tier":"host","op":"write"|"read","block_bytes":N,"gbps":..,"memcpy_gbps":..} x2
 //   tiers_bench nvme --data PATH --index DIR --capacity-bytes C --block-bytes N --qd Q
-//                    --op write|read [--seconds S]
+//                    --op write|read [--seconds S] [--window W] [--dsync 0|1]
+//                    [--sync-group G]
 //       -> {"tier":"nvme","op":..,"block_bytes":N,"qd":Q,"gbps":..,"direct_io":true,..}
 //   tiers_bench demote --data PATH --index DIR --capacity-bytes C --block-bytes N
 //                      --codec raw|tq3 [--seconds S]
@@ -19,8 +20,12 @@
 // memcpy baseline copies between the same kind of buffers with the same pattern (one source
 // buffer into rotating destinations for writes, the reverse for reads), on one core. The two
 // alternate in three rounds; each reports its best round.
-// NVMe: WriteBatch/ReadBatch of Q blocks (Q requests in flight, one fdatasync and one index write
-// per write batch), sequential over the slots like fio's rw=write/read.
+// NVMe writes: the tier's queue_depth is Q (Q payload writes in flight at the device, like fio's
+// iodepth), and the caller keeps W (default 4Q+16) WriteAsync writes unacknowledged at all times,
+// so the pipeline always has the next payloads while earlier ones wait for their group fdatasync
+// and index batch; GB/s counts acknowledged (durable, indexed) bytes in a steady-state interval.
+// NVMe reads: ReadBatch of Q blocks (Q requests in flight). Both sequential over the slots like
+// fio's rw=write/read.
 #include <sys/mman.h>
 
 #include <algorithm>
@@ -37,6 +42,7 @@
 #include "tiers/host_tier.h"
 #include "tiers/kv_codec_transform.h"
 #include "tiers/mover.h"
+#include "tiers/mutex.h"
 #include "tiers/nvme_tier.h"
 
 namespace cachesvc::tiers {
@@ -178,6 +184,7 @@ int Nvme(const Args& args) {
   o.rings = 1;
   o.zero_fill = true;
   o.dsync_writes = args.U64("dsync", 0) != 0;
+  o.sync_group_writes = static_cast<unsigned>(args.U64("sync-group", o.sync_group_writes));
   std::filesystem::remove_all(o.index_path);  // each measurement starts from an empty index
   auto tier = NvmeTier::Open(o);
   if (!tier.ok()) {
@@ -212,8 +219,61 @@ int Nvme(const Args& args) {
     }
   };
   double gbps = 0;
+  // Enough unacknowledged writes for qd payloads in flight plus a sync group waiting and another
+  // being committed.
+  const std::uint64_t window = args.U64("window", 4 * static_cast<std::uint64_t>(qd) + 16);
   if (op == "write") {
-    gbps = Measure(seconds, block * qd, write_batch);
+    // Continuous: W writes unacknowledged at all times; each acknowledgement lets the next go.
+    Mutex mu;
+    CondVar acked;
+    std::uint64_t outstanding = 0;
+    std::uint64_t completed = 0;
+    bool failed = false;
+    auto submit = [&] {
+      BlockMeta meta;
+      const std::uint64_t id = ++key_counter;
+      std::memcpy(meta.key.data(), &id, sizeof(id));
+      meta.raw_bytes = block;
+      const NvmeTier::WriteOp w{slots[next++ % n], meta,
+                                std::span<const std::byte>(buffers[id % qd], block)};
+      (*tier)->WriteAsync(w, [&](absl::Status s) {
+        if (!s.ok()) std::fprintf(stderr, "write: %s\n", std::string(s.message()).c_str());
+        MutexLock lock(&mu);
+        failed |= !s.ok();
+        --outstanding;
+        ++completed;
+        acked.SignalAll();
+      });
+    };
+    auto run_until = [&](Clock::time_point end) {
+      while (Clock::now() < end) {
+        {
+          MutexLock lock(&mu);
+          acked.Wait(&mu, [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return outstanding < window; });
+          if (failed) std::abort();
+          ++outstanding;
+        }
+        submit();
+      }
+    };
+    auto completed_now = [&] {
+      MutexLock lock(&mu);
+      return completed;
+    };
+    run_until(Clock::now() + std::chrono::milliseconds(100));  // warm up, fill the pipeline
+    const std::uint64_t first = completed_now();
+    const auto start = Clock::now();
+    run_until(start +
+              std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds)));
+    const std::uint64_t last = completed_now();
+    const auto end = Clock::now();
+    {
+      MutexLock lock(&mu);
+      acked.Wait(&mu, [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return outstanding == 0; });
+      if (failed) std::abort();
+    }
+    gbps = static_cast<double>((last - first) * block) /
+           std::chrono::duration<double>(end - start).count() / 1e9;
   } else {
     while (next < n) write_batch();  // every slot holds a block to read
     next = 0;
@@ -232,9 +292,10 @@ int Nvme(const Args& args) {
   }
   std::printf(
       "{\"tier\":\"nvme\",\"op\":\"%s\",\"block_bytes\":%llu,\"qd\":%u,\"gbps\":%.3f,"
-      "\"direct_io\":%s,\"io_uring\":%s}\n",
+      "\"direct_io\":%s,\"io_uring\":%s,\"window\":%llu}\n",
       op.c_str(), static_cast<unsigned long long>(block), qd, gbps,
-      (*tier)->direct_io() ? "true" : "false", (*tier)->uses_io_uring() ? "true" : "false");
+      (*tier)->direct_io() ? "true" : "false", (*tier)->uses_io_uring() ? "true" : "false",
+      static_cast<unsigned long long>(op == "write" ? window : qd));
   for (auto* b : buffers) std::free(b);
   return 0;
 }

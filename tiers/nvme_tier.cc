@@ -44,6 +44,10 @@ absl::Status NvmeTierOptions::Validate() const {
     return absl::InvalidArgumentError(
         fmt::format("nvme tier '{}': queue_depth {} must be 1..4096", name, queue_depth));
   }
+  if (sync_group_writes == 0 || sync_group_writes > 4096) {
+    return absl::InvalidArgumentError(fmt::format(
+        "nvme tier '{}': sync_group_writes {} must be 1..4096", name, sync_group_writes));
+  }
   if (rings == 0 || rings > 64) {
     return absl::InvalidArgumentError(
         fmt::format("nvme tier '{}': rings {} must be 1..64", name, rings));
@@ -188,6 +192,17 @@ absl::StatusOr<std::unique_ptr<NvmeTier>> NvmeTier::Open(const NvmeTierOptions& 
     for (auto& ring : tier->rings_) tier->free_rings_.push_back(ring.get());
   }
   if (absl::Status s = tier->Recover(); !s.ok()) return s;
+  NvmeWritePipeline::Options pipeline;
+  pipeline.queue_depth = options.queue_depth;
+  pipeline.direct = direct;
+  pipeline.dsync = options.dsync_writes;
+  pipeline.sync_group = options.sync_group_writes;
+  NvmeTier* raw = tier.get();
+  absl::StatusOr<std::unique_ptr<NvmeWritePipeline>> started = NvmeWritePipeline::Start(
+      fd, pipeline,
+      [raw](std::vector<NvmeWritePipeline::Write*> group) { raw->CommitGroup(std::move(group)); });
+  if (!started.ok()) return started.status();
+  tier->pipeline_ = std::move(*started);
   spdlog::info(
       "nvme tier '{}': {} bytes at '{}' ({}, {}), index '{}', {} blocks restored, {} "
       "entries dropped",
@@ -208,6 +223,7 @@ NvmeTier::NvmeTier(const NvmeTierOptions& options, Clock* clock, int fd, bool di
              options.slots, clock) {}
 
 NvmeTier::~NvmeTier() {
+  pipeline_.reset();  // cancels queued writes, finishes those in flight, runs every callback
   rings_.clear();
   index_.reset();
   ::close(fd_);
@@ -275,115 +291,168 @@ void NvmeTier::ForgetKey(const BlockId& key, SlotId slot) {
   if (it != keys_.end() && it->second.slot == slot) keys_.erase(it);
 }
 
-std::vector<absl::Status> NvmeTier::WriteBatch(std::span<const WriteOp> ops) {
-  std::vector<absl::Status> status(ops.size());
-  std::vector<std::size_t> started;  // ops whose slot is reserved for the write
-  std::vector<BlockId> replaced_keys;
-  std::vector<IndexEntry> entries(ops.size());
-  started.reserve(ops.size());
-  for (std::size_t i = 0; i < ops.size(); ++i) {
-    const WriteOp& op = ops[i];
-    if (direct_ && !Aligned(op.payload.data())) {
-      status[i] = absl::InvalidArgumentError(
-          fmt::format("tier '{}': payload buffer {} is not {}-byte aligned (required by O_DIRECT)",
-                      options_.name, static_cast<const void*>(op.payload.data()), kIoAlignment));
-      continue;
-    }
-    // Reserve the key (atomically with the check, so two writers cannot both take it).
-    bool inserted = false;
-    {
-      MutexLock lock(&keys_mu_);
-      auto it = keys_.find(op.meta.key);
-      if (it != keys_.end() && !(it->second.slot == op.slot)) {
-        status[i] = absl::AlreadyExistsError(fmt::format(
-            "tier '{}': block {} is already stored in the slot at offset {}; free it first",
-            options_.name, BlockIdHex(op.meta.key), it->second.slot.offset));
-        continue;
-      }
-      if (it == keys_.end()) {
-        keys_[op.meta.key] = KeySlot{op.slot, false};
-        inserted = true;
-      }
-    }
-    BlockInfo replaced;
-    absl::StatusOr<std::uint64_t> generation =
-        table_.BeginWrite(op.slot, op.payload.size(), &replaced);
-    if (!generation.ok()) {
-      if (inserted) ForgetKey(op.meta.key, op.slot);
-      status[i] = generation.status();
-      continue;
-    }
-    {
-      MutexLock lock(&keys_mu_);
-      if (replaced.stored_bytes != 0) {
-        replaced_keys.push_back(replaced.meta.key);
-        auto old = keys_.find(replaced.meta.key);
-        if (old != keys_.end() && old->second.slot == op.slot) keys_.erase(old);
-      }
-      keys_[op.meta.key] = KeySlot{op.slot, false};
-    }
-    entries[i] = IndexEntry{
-        op.slot, BlockInfo{op.meta, op.payload.size(),
-                           XXH3_64bits(op.payload.data(), op.payload.size()), *generation}};
-    started.push_back(i);
+struct NvmeTier::WriteJob final : NvmeWritePipeline::Write {
+  SlotId slot;
+  IndexEntry entry;
+  WriteCallback done;
+};
+
+absl::Status NvmeTier::PrepareWrite(const WriteOp& op, WriteJob* job,
+                                    std::vector<BlockId>* replaced_keys) {
+  if (direct_ && !Aligned(op.payload.data())) {
+    return absl::InvalidArgumentError(
+        fmt::format("tier '{}': payload buffer {} is not {}-byte aligned (required by O_DIRECT)",
+                    options_.name, static_cast<const void*>(op.payload.data()), kIoAlignment));
   }
-  auto abort = [&](std::size_t i, absl::Status why) {
-    status[i] = std::move(why);
-    table_.AbortWrite(ops[i].slot);
-    ForgetKey(ops[i].meta.key, ops[i].slot);
+  // Reserve the key (atomically with the check, so two writers cannot both take it).
+  bool inserted = false;
+  {
+    MutexLock lock(&keys_mu_);
+    auto it = keys_.find(op.meta.key);
+    if (it != keys_.end() && !(it->second.slot == op.slot)) {
+      return absl::AlreadyExistsError(fmt::format(
+          "tier '{}': block {} is already stored in the slot at offset {}; free it first",
+          options_.name, BlockIdHex(op.meta.key), it->second.slot.offset));
+    }
+    if (it == keys_.end()) {
+      keys_[op.meta.key] = KeySlot{op.slot, false};
+      inserted = true;
+    }
+  }
+  BlockInfo replaced;
+  absl::StatusOr<std::uint64_t> generation =
+      table_.BeginWrite(op.slot, op.payload.size(), &replaced);
+  if (!generation.ok()) {
+    if (inserted) ForgetKey(op.meta.key, op.slot);
+    return generation.status();
+  }
+  {
+    MutexLock lock(&keys_mu_);
+    if (replaced.stored_bytes != 0) {
+      replaced_keys->push_back(replaced.meta.key);
+      auto old = keys_.find(replaced.meta.key);
+      if (old != keys_.end() && old->second.slot == op.slot) keys_.erase(old);
+    }
+    keys_[op.meta.key] = KeySlot{op.slot, false};
+  }
+  job->slot = op.slot;
+  job->entry = IndexEntry{
+      op.slot, BlockInfo{op.meta, op.payload.size(),
+                         XXH3_64bits(op.payload.data(), op.payload.size()), *generation}};
+  job->buffer = op.payload.data();
+  job->bytes = op.payload.size();
+  job->file_offset = op.slot.offset;
+  return absl::OkStatus();
+}
+
+void NvmeTier::AbortJob(const WriteJob& job) {
+  table_.AbortWrite(job.slot);
+  ForgetKey(job.entry.info.meta.key, job.slot);
+}
+
+void NvmeTier::StartWrites(std::span<const WriteOp> ops, std::span<WriteCallback> dones) {
+  std::vector<std::unique_ptr<WriteJob>> jobs;
+  std::vector<BlockId> replaced_keys;
+  jobs.reserve(ops.size());
+  for (std::size_t i = 0; i < ops.size(); ++i) {
+    auto job = std::make_unique<WriteJob>();
+    if (absl::Status s = PrepareWrite(ops[i], job.get(), &replaced_keys); !s.ok()) {
+      dones[i](std::move(s));
+      continue;
+    }
+    job->done = std::move(dones[i]);
+    jobs.push_back(std::move(job));
+  }
+  if (jobs.empty()) return;
+  auto fail_all = [&](const absl::Status& s) {
+    for (auto& job : jobs) AbortJob(*job);
+    for (auto& job : jobs) job->done(s);
   };
   // 1. Entries of blocks being overwritten go first: the index never points at a slot whose
   //    payload is changing.
   if (!replaced_keys.empty()) {
     if (absl::Status s = index_->Delete(replaced_keys); !s.ok()) {
-      for (std::size_t i : started) abort(i, s);
-      return status;
+      fail_all(s);
+      return;
     }
   }
-  if (started.empty()) return status;
-  // 2. Payloads.
-  std::vector<IoRing::Op> io(started.size());
-  std::vector<int> results(started.size(), 0);
-  for (std::size_t k = 0; k < started.size(); ++k) {
-    const WriteOp& op = ops[started[k]];
-    io[k] = IoRing::Op{true, const_cast<std::byte*>(op.payload.data()), op.payload.size(),
-                       op.slot.offset, options_.dsync_writes};
+  // 2.-5. run in the pipeline and CommitGroup.
+  std::vector<NvmeWritePipeline::Write*> writes;
+  writes.reserve(jobs.size());
+  for (auto& job : jobs) writes.push_back(job.get());
+  if (!pipeline_->Submit(writes)) {
+    fail_all(absl::CancelledError(
+        fmt::format("tier '{}': write refused: the tier is shutting down", options_.name)));
+    return;
   }
-  IoRing* ring = AcquireRing();
-  ring->Run(io, results);
-  ReleaseRing(ring);
-  std::vector<IndexEntry> written;
-  std::vector<std::size_t> written_ops;
-  written.reserve(started.size());
-  for (std::size_t k = 0; k < started.size(); ++k) {
-    const std::size_t i = started[k];
-    if (results[k] != 0) {
-      abort(i, IoError(options_.name, "payload write", ops[i].slot.offset, -results[k]));
+  for (auto& job : jobs) (void)job.release();  // CommitGroup owns them now
+}
+
+void NvmeTier::CommitGroup(std::vector<NvmeWritePipeline::Write*> group) {
+  std::vector<std::unique_ptr<WriteJob>> jobs;
+  std::vector<IndexEntry> entries;
+  jobs.reserve(group.size());
+  entries.reserve(group.size());
+  for (NvmeWritePipeline::Write* w : group) {
+    jobs.emplace_back(static_cast<WriteJob*>(w));
+    if (w->result == 0) entries.push_back(jobs.back()->entry);
+  }
+  // 4. Index: the payloads of `entries` are durable.
+  absl::Status indexed = absl::OkStatus();
+  if (!entries.empty()) indexed = index_->Put(entries);
+  std::vector<absl::Status> status(jobs.size());
+  for (std::size_t k = 0; k < jobs.size(); ++k) {
+    const WriteJob& job = *jobs[k];
+    if (job.result == -ECANCELED) {
+      status[k] = absl::CancelledError(
+          fmt::format("tier '{}': write of block {} to the slot at offset {} cancelled: the tier "
+                      "is shutting down",
+                      options_.name, BlockIdHex(job.entry.info.meta.key), job.slot.offset));
+    } else if (job.result != 0) {
+      status[k] = IoError(options_.name, job.failed_at, job.slot.offset, -job.result);
     } else {
-      written.push_back(entries[i]);
-      written_ops.push_back(i);
+      status[k] = indexed;
+    }
+    if (!status[k].ok()) AbortJob(job);
+  }
+  // 5. Readable, then acknowledged: a callback that reads any block of its group finds it.
+  for (std::size_t k = 0; k < jobs.size(); ++k) {
+    if (status[k].ok()) table_.FinishWrite(jobs[k]->slot, jobs[k]->entry.info);
+  }
+  {
+    MutexLock lock(&keys_mu_);
+    for (std::size_t k = 0; k < jobs.size(); ++k) {
+      if (!status[k].ok()) continue;
+      auto it = keys_.find(jobs[k]->entry.info.meta.key);
+      if (it != keys_.end() && it->second.slot == jobs[k]->slot) it->second.ready = true;
     }
   }
-  if (written.empty()) return status;
-  // 3. Durable before indexed.
-  if (!options_.dsync_writes && ::fdatasync(fd_) != 0) {
-    const absl::Status s = IoError(options_.name, "fdatasync", 0, errno);
-    for (std::size_t i : written_ops) abort(i, s);
-    return status;
+  for (std::size_t k = 0; k < jobs.size(); ++k) jobs[k]->done(std::move(status[k]));
+}
+
+void NvmeTier::WriteAsync(const WriteOp& op, WriteCallback done) {
+  StartWrites(std::span<const WriteOp>(&op, 1), std::span<WriteCallback>(&done, 1));
+}
+
+std::vector<absl::Status> NvmeTier::WriteBatch(std::span<const WriteOp> ops) {
+  std::vector<absl::Status> status(ops.size());
+  if (ops.empty()) return status;
+  Mutex mu;
+  CondVar finished;
+  std::size_t left = ops.size();
+  std::vector<WriteCallback> dones;
+  dones.reserve(ops.size());
+  for (std::size_t i = 0; i < ops.size(); ++i) {
+    dones.emplace_back([&, i](absl::Status s) {
+      // Signalled under the lock: the waiter cannot return (and destroy `finished`) before.
+      MutexLock lock(&mu);
+      status[i] = std::move(s);
+      if (--left == 0) finished.SignalAll();
+    });
   }
-  // 4. Index.
-  if (absl::Status s = index_->Put(written); !s.ok()) {
-    for (std::size_t i : written_ops) abort(i, s);
-    return status;
-  }
-  // 5. Readable.
-  for (std::size_t k = 0; k < written_ops.size(); ++k) {
-    const std::size_t i = written_ops[k];
-    table_.FinishWrite(ops[i].slot, written[k].info);
-    MutexLock lock(&keys_mu_);
-    auto it = keys_.find(ops[i].meta.key);
-    if (it != keys_.end() && it->second.slot == ops[i].slot) it->second.ready = true;
-  }
+  StartWrites(ops, std::span<WriteCallback>(dones));
+  MutexLock lock(&mu);
+  finished.Wait(&mu, [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return left == 0; });
   return status;
 }
 

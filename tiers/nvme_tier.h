@@ -7,12 +7,14 @@
 // fingerprint, XXH3-64 of the payload and a generation.
 //
 // Write ordering, so that after a crash every indexed block is whole:
-//   1. the old index entry of a slot being rewritten is deleted;
-//   2. payloads are written (a batch keeps up to queue_depth requests in flight);
-//   3. the payloads are durable: each write carried RWF_DSYNC (dsync_writes), or one
-//      fdatasync covers the batch;
-//   4. one RocksDB write batch adds their index entries;
-//   5. only then is each block readable and Write returns OK.
+//   1. the old index entry of a slot being rewritten is deleted (in the caller's thread);
+//   2. the payload is written by the write pipeline (tiers/nvme_write_pipeline.h), which keeps up
+//      to queue_depth payload writes in flight continuously, whoever submitted them;
+//   3. the payload is durable: one fdatasync (IORING_OP_FSYNC) covers every write that completed
+//      before it was issued, while later writes keep flowing (group commit); or each write
+//      carried RWF_DSYNC (dsync_writes);
+//   4. one RocksDB write batch adds the index entries of the whole sync group;
+//   5. only then is each block readable and its callback (or Write/WriteBatch) answers OK.
 // A crash between 3 and 4 leaves payloads without entries: their slots are free at restart.
 // Reads verify XXH3-64 against the index; a mismatch answers DATA_LOSS, deletes the entry,
 // frees the slot and counts `checksum_failures`; the block is never served.
@@ -24,11 +26,13 @@
 // A block key lives in at most one slot: writing a key that another slot holds is
 // ALREADY_EXISTS (free the old slot first).
 //
-// Thread-safe. Batches run in parallel on a pool of `rings` io_uring instances.
+// Thread-safe. Writes from every caller share the one pipeline (so they share syncs and index
+// batches); read batches run in parallel on a pool of `rings` io_uring instances.
 #pragma once
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -40,6 +44,7 @@
 #include "tiers/io_ring.h"
 #include "tiers/mutex.h"
 #include "tiers/nvme_index.h"
+#include "tiers/nvme_write_pipeline.h"
 #include "tiers/slot_table.h"
 #include "tiers/tier.h"
 
@@ -54,8 +59,8 @@ struct NvmeTierOptions {
   std::uint64_t capacity_bytes = 0;
   std::uint64_t min_slot_bytes = 16 << 10;
   std::uint64_t max_slot_bytes = 64 << 20;
-  unsigned queue_depth = 32;  // requests in flight per batch
-  unsigned rings = 2;         // batches that can run at once
+  unsigned queue_depth = 32;  // payload writes in flight in the pipeline; reads per read batch
+  unsigned rings = 2;         // read batches that can run at once
   bool direct_io = true;      // O_DIRECT where the file system accepts it
   bool sync_index = false;    // fsync RocksDB's WAL on every index write (power-loss safety of
                               // the newest entries; process crashes lose nothing either way)
@@ -64,6 +69,9 @@ struct NvmeTierOptions {
   // separate flush). Both keep the ordering; which is faster depends on the disk (on the virtio
   // disk of docs/bench/tiers.md one fdatasync per batch wins from queue depth 8 on).
   bool dsync_writes = false;
+  // Group commit: while more writes are queued than queue_depth, one fdatasync waits for this many
+  // completed payloads (fewer flushes under load; a lone writer's sync is never delayed).
+  unsigned sync_group_writes = 8;
   // Write zeros over newly preallocated space, so later O_DIRECT writes do not pay for unwritten
   // extent conversion (slower start, steadier writes).
   bool zero_fill = false;
@@ -102,8 +110,22 @@ class NvmeTier final : public Tier {
     SlotId slot;
     std::span<std::byte> out;
   };
-  // Writes (reads) a batch with up to queue_depth requests in flight and one fdatasync and one
-  // index write for the whole batch. One status per op; ops fail independently.
+  // Runs exactly once with the write's outcome: OK once the block is durable, indexed and readable;
+  // otherwise the slot holds no block. Refusals found up front (unaligned buffer with O_DIRECT,
+  // ALREADY_EXISTS, a slot not writable, the old entry's delete failing) and CANCELLED after the
+  // tier began shutting down run it inline, before WriteAsync returns; every other outcome runs it
+  // on the pipeline's commit thread (which must not block on this tier's writes: no Write or
+  // WriteBatch from a callback; WriteAsync, Read and Free are fine). Errors: RESOURCE_EXHAUSTED
+  // (disk full, file size limit), INTERNAL (other I/O errors, payload write or fdatasync, naming
+  // the offset), CANCELLED (the tier was destroyed before the write started).
+  using WriteCallback = std::function<void(absl::Status)>;
+
+  // Starts writing `op` and returns at once; the payload buffer must stay valid and unchanged
+  // until `done` runs. Up to queue_depth payload writes are in flight continuously.
+  void WriteAsync(const WriteOp& op, WriteCallback done);
+
+  // Writes a batch through the pipeline and waits for all of it; reads a batch with up to
+  // queue_depth requests in flight. One status per op; ops fail independently.
   std::vector<absl::Status> WriteBatch(std::span<const WriteOp> ops);
   std::vector<absl::StatusOr<BlockInfo>> ReadBatch(std::span<const ReadOp> ops);
 
@@ -115,6 +137,9 @@ class NvmeTier final : public Tier {
   [[nodiscard]] const NvmeRecovery& recovery() const { return recovery_; }
   [[nodiscard]] bool direct_io() const { return direct_; }
   [[nodiscard]] bool uses_io_uring() const;
+
+  // The write pipeline, for tests that inject faults or hold syncs.
+  [[nodiscard]] NvmeWritePipeline* TEST_pipeline() { return pipeline_.get(); }
 
   [[nodiscard]] const std::string& name() const override { return options_.name; }
   [[nodiscard]] TierKind kind() const override { return TierKind::kNvme; }
@@ -140,8 +165,19 @@ class NvmeTier final : public Tier {
     bool ready = false;  // false while its write is in flight
   };
 
+  struct WriteJob;
+
   NvmeTier(const NvmeTierOptions& options, Clock* clock, int fd, bool direct,
            std::uint64_t usable_bytes);
+  // Checks `op`, reserves its key and slot and computes its index entry; reports a replaced
+  // block's key in `*replaced_keys`. On error nothing is reserved.
+  absl::Status PrepareWrite(const WriteOp& op, WriteJob* job, std::vector<BlockId>* replaced_keys);
+  // Prepares and submits `ops`; dones[i] runs exactly once for ops[i].
+  void StartWrites(std::span<const WriteOp> ops, std::span<WriteCallback> dones);
+  // Pipeline commit thread: indexes a durable group, publishes it, runs its callbacks.
+  void CommitGroup(std::vector<NvmeWritePipeline::Write*> group);
+  // Undoes PrepareWrite after a failure.
+  void AbortJob(const WriteJob& job);
   absl::Status Recover();
   IoRing* AcquireRing();
   void ReleaseRing(IoRing* ring);
@@ -155,6 +191,7 @@ class NvmeTier final : public Tier {
   const std::uint64_t usable_bytes_;
   std::unique_ptr<NvmeIndex> index_;
   std::vector<std::unique_ptr<IoRing>> rings_;
+  std::unique_ptr<NvmeWritePipeline> pipeline_;  // stopped first at destruction
   NvmeRecovery recovery_;
 
   SlotTable table_;
