@@ -1,20 +1,20 @@
-// Trace replay: runs the service core's CacheEngine (cachesvc/cache_engine.h) with a residency
+// Trace replay: runs the service core's CacheEngine (cachesvc/cache_engine.h) with each residency
 // policy over a request trace in virtual time and prints one JSON object per policy.
 //
-//   replay --trace FILE --policy lru-hbm,lru-tiered --hbm-blocks N [--host-blocks N]
-//          [--nvme-blocks N] [--limit REQUESTS]
+//   replay (--trace FILE | --workload agent [--seed S] [--sessions N]) --policy NAME[,NAME...]
+//          --hbm-blocks N [--host-blocks N] [--nvme-blocks N] [--users N] [--stagger-s S]
+//          [--limit REQUESTS] [--strict] [--write-workload FILE]
 //
-// FILE is a Mooncake jsonl trace (timestamp in ms, input_length, hash_ids: one id per 512-token
-// block, equal ids = equal prefix blocks). Each request hits on the longest cached prefix of its
-// blocks; then all its blocks are cached. Reported per policy: block_hit_rate (prefix-hit blocks /
-// blocks), token_hit_rate (tokens in prefix-hit blocks / input tokens), fast_hit_rate (hits served
-// from the fastest tier / blocks), modelled TTFT mean and p99 (cachesvc/cost_model.h: loading each
-// hit block from its tier plus prefill of the rest; the model's parameters are printed), prefill
-// GPU-seconds saved, and refs_per_s (block references replayed per second).
-// Malformed lines are reported with their line number and skipped (--strict stops instead).
+// FILE: a Mooncake-format jsonl (also the generator's output), a RAGPulse 0_trace.jsonl (name
+// contains "ragpulse"), or the kv-cache-tester v8 tarball (.tar.xz, extracted beside it) or its
+// folder, of which `--users` conversations run at once with starts `--stagger-s` apart
+// (bench/replay/loaders.h; docs/replay-workloads.md). Each request hits on the longest cached
+// prefix of its blocks; then all its blocks are cached. Per policy: block_hit_rate, token_hit_rate,
+// fast_hit_rate (hits served from the fastest tier / blocks), modelled TTFT mean and p99 and
+// resume TTFT p99 (requests that follow a tool call; cachesvc/cost_model.h, parameters printed),
+// prefill GPU-seconds saved, and refs_per_s (block references replayed per second).
 #include <chrono>
-#include <cstdio>
-#include <fstream>
+#include <filesystem>
 #include <iostream>
 #include <map>
 #include <numeric>
@@ -22,25 +22,16 @@
 #include <string>
 #include <vector>
 
+#include "bench/replay/agent_workload.h"
+#include "bench/replay/loaders.h"
 #include "cachesvc/cache_engine.h"
 #include "cachesvc/cost_model.h"
 #include "nlohmann/json.hpp"
 
 namespace {
 
-using cachesvc::BlockKey;
-
-struct Request {
-  std::int64_t t_us = 0;
-  std::uint32_t input_tokens = 0;
-  std::vector<BlockKey> blocks;
-  // Tokens in block i: 512, the last block the rest of input_tokens.
-  [[nodiscard]] double BlockTokens(std::size_t i) const {
-    if (i + 1 < blocks.size()) return 512;
-    const double rest = static_cast<double>(input_tokens) - 512.0 * static_cast<double>(i);
-    return rest > 0 ? std::min(rest, 512.0) : 1;
-  }
-};
+using cachesvc::replay::Trace;
+using cachesvc::replay::TraceRequest;
 
 double Percentile(std::vector<double> v, double p) {
   if (v.empty()) return 0;
@@ -49,57 +40,17 @@ double Percentile(std::vector<double> v, double p) {
   return v[k];
 }
 
-BlockKey KeyForId(std::uint64_t id) {
-  BlockKey k;
-  for (int i = 0; i < 8; ++i) k.bytes[i] = static_cast<std::uint8_t>(id >> (8 * i));
-  return k;
+double Mean(const std::vector<double>& v) {
+  return v.empty() ? 0.0 : std::accumulate(v.begin(), v.end(), 0.0) / static_cast<double>(v.size());
 }
 
-bool LoadMooncake(const std::string& path, bool strict, std::size_t limit,
-                  std::vector<Request>* out) {
-  std::ifstream in(path);
-  if (!in) {
-    std::cerr << "replay: cannot read " << path << "\n";
-    return false;
-  }
-  std::size_t line_no = 0;
-  for (std::string line; std::getline(in, line) && out->size() < limit;) {
-    ++line_no;
-    if (line.empty()) continue;
-    const auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-    std::string why;
-    if (j.is_discarded()) {
-      why = "not JSON";
-    } else if (!j.contains("hash_ids") || !j["hash_ids"].is_array()) {
-      why = "no hash_ids array";
-    } else if (!j.contains("input_length") || !j["input_length"].is_number_unsigned()) {
-      why = "no input_length";
-    } else if (!j.contains("timestamp") || !j["timestamp"].is_number()) {
-      why = "no timestamp";
-    }
-    if (!why.empty()) {
-      std::cerr << "replay: " << path << ":" << line_no << ": " << why
-                << (strict ? "" : " (skipped)") << "\n";
-      if (strict) return false;
-      continue;
-    }
-    Request r;
-    r.t_us = static_cast<std::int64_t>(j["timestamp"].get<double>() * 1000);
-    r.input_tokens = j["input_length"].get<std::uint32_t>();
-    for (const auto& id : j["hash_ids"]) r.blocks.push_back(KeyForId(id.get<std::uint64_t>()));
-    out->push_back(std::move(r));
-  }
-  return true;
-}
-
-std::unique_ptr<cachesvc::ResidencyPolicy> MakePolicy(const std::string& name,
-                                                      const std::vector<Request>& requests) {
+std::unique_ptr<cachesvc::ResidencyPolicy> MakePolicy(const std::string& name, const Trace& trace) {
   if (name == "lru-hbm") return cachesvc::MakeLruPolicy(false);
   if (name == "lru-tiered") return cachesvc::MakeLruPolicy(true);
   if (name == "belady") {
-    std::vector<std::vector<BlockKey>> future;
-    future.reserve(requests.size());
-    for (const Request& r : requests) future.push_back(r.blocks);
+    std::vector<std::vector<cachesvc::BlockKey>> future;
+    future.reserve(trace.requests.size());
+    for (const TraceRequest& r : trace.requests) future.push_back(r.blocks);
     return cachesvc::MakeBeladyPolicy(future);
   }
   return nullptr;
@@ -108,10 +59,53 @@ std::unique_ptr<cachesvc::ResidencyPolicy> MakePolicy(const std::string& name,
 int Usage(const std::string& why) {
   std::cerr
       << "replay: " << why
-      << "\nusage: replay --trace FILE --policy NAME[,NAME...] --hbm-blocks N [--host-blocks N]"
-         " [--nvme-blocks N] [--limit REQUESTS] [--strict]\npolicies: lru-hbm, lru-tiered, belady "
-         "(offline bound)\n";
+      << "\nusage: replay (--trace FILE | --workload agent [--seed S] [--sessions N])"
+         " --policy NAME[,NAME...] --hbm-blocks N [--host-blocks N] [--nvme-blocks N]"
+         " [--users N] [--stagger-s S] [--limit REQUESTS] [--strict] [--write-workload FILE]\n"
+         "policies: lru-hbm, lru-tiered, belady (offline bound)\n";
   return 2;
+}
+
+absl::StatusOr<Trace> Load(std::map<std::string, std::string>& args, bool strict) {
+  cachesvc::replay::LoadOptions load;
+  load.strict = strict;
+  load.limit = args.count("limit") ? std::stoull(args["limit"]) : 0;
+  if (args.count("workload")) {
+    if (args["workload"] != "agent") return absl::InvalidArgumentError("--workload takes 'agent'");
+    cachesvc::replay::AgentWorkloadParams p;
+    if (args.count("seed")) p.seed = std::stoull(args["seed"]);
+    if (args.count("sessions"))
+      p.sessions = static_cast<std::uint32_t>(std::stoul(args["sessions"]));
+    auto trace = cachesvc::replay::GenerateAgentWorkload(p);
+    if (trace.ok() && args.count("write-workload")) {
+      if (absl::Status s = cachesvc::replay::WriteMooncakeJsonl(*trace, args["write-workload"]);
+          !s.ok()) {
+        return s;
+      }
+    }
+    return trace;
+  }
+  const std::string path = args["trace"];
+  if (path.ends_with(".tar.xz") || std::filesystem::is_directory(path)) {
+    std::string folder = path;
+    if (path.ends_with(".tar.xz")) {
+      // Beside the tarball may be read-only (CI's shared/ copy): extract under the temp folder.
+      const std::string dest =
+          (std::filesystem::temp_directory_path() /
+           ("cachesvc-replay-" + std::filesystem::path(path).filename().string() + ".d"))
+              .string();
+      auto extracted = cachesvc::replay::ExtractKvCacheTesterTarball(path, dest);
+      if (!extracted.ok()) return extracted.status();
+      folder = *extracted;
+    }
+    cachesvc::replay::KvCacheTesterOptions o;
+    o.users = args.count("users") ? std::stoull(args["users"]) : 64;
+    if (args.count("stagger-s")) o.stagger_s = std::stod(args["stagger-s"]);
+    o.load = load;
+    return cachesvc::replay::LoadKvCacheTester(folder, o);
+  }
+  if (path.find("ragpulse") != std::string::npos) return cachesvc::replay::LoadRagPulse(path, load);
+  return cachesvc::replay::LoadMooncake(path, load);
 }
 
 }  // namespace
@@ -129,89 +123,87 @@ int main(int argc, char** argv) {
       return Usage("unexpected argument '" + a + "'");
     }
   }
+  static const char* kKnown[] = {"trace",  "workload",   "seed",        "sessions",
+                                 "policy", "hbm-blocks", "host-blocks", "nvme-blocks",
+                                 "users",  "stagger-s",  "limit",       "write-workload"};
   for (const auto& [k, v] : args) {
-    if (k != "trace" && k != "policy" && k != "hbm-blocks" && k != "host-blocks" &&
-        k != "nvme-blocks" && k != "limit") {
+    if (std::find(std::begin(kKnown), std::end(kKnown), k) == std::end(kKnown)) {
       return Usage("unknown option --" + k);
     }
   }
-  if (!args.count("trace") || !args.count("policy") || !args.count("hbm-blocks")) {
-    return Usage("--trace, --policy and --hbm-blocks are required");
-  }
+  if (args.count("trace") == args.count("workload"))
+    return Usage("give one of --trace and --workload");
+  if (!args.count("policy") || !args.count("hbm-blocks"))
+    return Usage("--policy and --hbm-blocks are required");
   cachesvc::TierCapacity capacity;
+  absl::StatusOr<Trace> trace = absl::UnknownError("not loaded");
   try {
     capacity.blocks = {std::stoull(args["hbm-blocks"]),
                        args.count("host-blocks") ? std::stoull(args["host-blocks"]) : 0,
                        args.count("nvme-blocks") ? std::stoull(args["nvme-blocks"]) : 0};
+    trace = Load(args, strict);
   } catch (const std::exception&) {
-    return Usage("block counts must be whole numbers");
+    return Usage("numeric options take numbers");
   }
-  const std::size_t limit = args.count("limit") ? std::stoull(args["limit"]) : SIZE_MAX;
-  std::vector<Request> requests;
-  if (!LoadMooncake(args["trace"], strict, limit, &requests)) return 1;
+  if (!trace.ok()) {
+    std::cerr << "replay: " << trace.status().message() << "\n";
+    return 1;
+  }
+  for (const std::string& w : trace->warnings) std::cerr << "replay: " << w << "\n";
 
   std::stringstream names(args["policy"]);
   for (std::string name; std::getline(names, name, ',');) {
-    auto policy = MakePolicy(name, requests);
+    auto policy = MakePolicy(name, *trace);
     if (!policy) return Usage("unknown policy '" + name + "'");
     cachesvc::BlockIndex index(1);
     cachesvc::CacheEngine engine(&index, policy.get(), capacity);
     std::size_t fastest = 0;  // the first tier with capacity: where "fast" hits come from
     while (fastest + 1 < capacity.blocks.size() && capacity.blocks[fastest] == 0) ++fastest;
     const cachesvc::CostModel cost;
-    std::uint64_t blocks = 0, hit_blocks = 0, fast_hits = 0, tokens = 0;
-    double hit_tokens = 0;
-    std::vector<double> ttft_us;
-    ttft_us.reserve(requests.size());
+    std::uint64_t blocks = 0, hit_blocks = 0, fast_hits = 0;
+    double tokens = 0, hit_tokens = 0;
+    std::vector<double> ttft_us, resume_ttft_us;
+    ttft_us.reserve(trace->requests.size());
     std::vector<std::uint8_t> hit_tiers;
     const auto start = std::chrono::steady_clock::now();
-    for (const Request& r : requests) {
+    for (const TraceRequest& r : trace->requests) {
       hit_tiers.resize(r.blocks.size());
       const cachesvc::ServeResult s = engine.Serve(r.blocks, r.t_us, hit_tiers);
       blocks += r.blocks.size();
       hit_blocks += s.prefix_hits;
       fast_hits += s.hits_from[fastest];
-      tokens += r.input_tokens;
       double ttft = 0, hit = 0;
       for (std::size_t i = 0; i < s.prefix_hits; ++i) {
-        const double t = r.BlockTokens(i);
+        const double t = i < r.block_tokens.size() ? r.block_tokens[i] : 0;
         ttft += cost.LoadUs(static_cast<cachesvc::tiers::TierKind>(hit_tiers[i]), t);
         hit += t;
       }
-      hit = std::min(hit, static_cast<double>(r.input_tokens));
-      ttft += cost.RecomputeUs(static_cast<double>(r.input_tokens) - hit);
+      const double input = std::max<double>(r.input_tokens, hit);
+      ttft += cost.RecomputeUs(input - hit);
+      tokens += input;
       hit_tokens += hit;
       ttft_us.push_back(ttft);
+      if (r.resume) resume_ttft_us.push_back(ttft);
     }
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const nlohmann::json out = {
-        {"trace", args["trace"].substr(args["trace"].find_last_of('/') + 1)},
+        {"trace", trace->name},
         {"policy", name},
         {"hbm_blocks", capacity.blocks[0]},
         {"host_blocks", capacity.blocks[1]},
         {"nvme_blocks", capacity.blocks[2]},
-        {"requests", requests.size()},
+        {"requests", trace->requests.size()},
+        {"resumes", resume_ttft_us.size()},
         {"block_refs", blocks},
         {"block_hit_rate",
          blocks ? static_cast<double>(hit_blocks) / static_cast<double>(blocks) : 0.0},
-        {"token_hit_rate", tokens ? hit_tokens / static_cast<double>(tokens) : 0.0},
+        {"token_hit_rate", tokens > 0 ? hit_tokens / tokens : 0.0},
         {"fast_hit_rate",
          blocks ? static_cast<double>(fast_hits) / static_cast<double>(blocks) : 0.0},
-        {"ttft_mean_ms", ttft_us.empty() ? 0.0
-                                         : std::accumulate(ttft_us.begin(), ttft_us.end(), 0.0) /
-                                               static_cast<double>(ttft_us.size()) / 1e3},
+        {"ttft_mean_ms", Mean(ttft_us) / 1e3},
         {"ttft_p99_ms", Percentile(ttft_us, 0.99) / 1e3},
-        {"prefill_gpu_s_saved", cost.RecomputeUs(hit_tokens) / 1e6},
-        {"cost_model",
-         {{"kv_bytes_per_token", cost.kv_bytes_per_token},
-          {"prefill_us_per_token", cost.prefill_us_per_token},
-          {"host_load_gbps", cost.load_gbps[1]},
-          {"nvme_load_gbps", cost.load_gbps[2]}}},
-        {"ttft_mean_ms", ttft_us.empty() ? 0.0
-                                         : std::accumulate(ttft_us.begin(), ttft_us.end(), 0.0) /
-                                               static_cast<double>(ttft_us.size()) / 1e3},
-        {"ttft_p99_ms", Percentile(ttft_us, 0.99) / 1e3},
+        {"resume_ttft_p99_ms", Percentile(resume_ttft_us, 0.99) / 1e3},
         {"prefill_gpu_s_saved", cost.RecomputeUs(hit_tokens) / 1e6},
         {"cost_model",
          {{"kv_bytes_per_token", cost.kv_bytes_per_token},
