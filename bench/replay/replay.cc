@@ -188,7 +188,7 @@ int main(int argc, char** argv) {
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const nlohmann::json out = {
-        {"trace", trace->name},
+        {"trace", std::filesystem::path(trace->name).filename().string()},
         {"policy", name},
         {"hbm_blocks", capacity.blocks[0]},
         {"host_blocks", capacity.blocks[1]},
