@@ -51,6 +51,17 @@ ServeResult CacheEngine::Serve(std::span<const BlockKey> chain, std::int64_t now
   return r;
 }
 
+std::size_t CacheEngine::Prefetch(std::int64_t now_us) {
+  std::size_t moved = 0;
+  for (const BlockKey& key : policy_->Prefetch(now_us)) {
+    const auto e = index_->Get(key);
+    if (!e || e->In(fastest_) || (e->tiers & present_) == 0) continue;
+    if (Admit(key, fastest_, now_us, 0)) ++moved;
+  }
+  stats_.prefetched += moved;
+  return moved;
+}
+
 bool CacheEngine::Admit(const BlockKey& key, tiers::TierKind tier, std::int64_t now_us, int depth) {
   const unsigned t = Index(tier);
   while (used_[t] >= capacity_.blocks[t]) {

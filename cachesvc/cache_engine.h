@@ -38,6 +38,7 @@ struct EngineStats {
   std::array<std::uint64_t, kTierKinds> demoted_from{};  // evictions that moved a block down
   std::array<std::uint64_t, kTierKinds> dropped_from{};  // evictions that dropped a block
   std::array<std::uint64_t, kTierKinds> admitted_to{};   // blocks that entered a tier
+  std::uint64_t prefetched = 0;                          // promoted ahead of a request
 };
 
 class CacheEngine {
@@ -49,6 +50,15 @@ class CacheEngine {
   // tiers::TierKind value) block i of the prefix was found in.
   ServeResult Serve(std::span<const BlockKey> chain, std::int64_t now_us,
                     std::span<std::uint8_t> hit_tiers = {});
+
+  // A session's response ended in a tool call (forwarded to the policy).
+  void ToolCallStarted(std::uint64_t session, std::span<const BlockKey> chain,
+                       std::int64_t start_us, std::int64_t expected_end_us) {
+    policy_->ToolCallStarted(session, chain, start_us, expected_end_us);
+  }
+  // Brings the blocks the policy wants prefetched at `now_us` into the fastest tier (those still
+  // held by a slower tier). Returns how many moved. Call before serving each request.
+  std::size_t Prefetch(std::int64_t now_us);
 
   [[nodiscard]] std::uint64_t Used(tiers::TierKind tier) const { return used_[Index(tier)]; }
   [[nodiscard]] const EngineStats& stats() const { return stats_; }

@@ -33,6 +33,18 @@ class ResidencyPolicy {
     (void)now_us;
   }
 
+  // Session `session`'s response ended in a tool call at `start_us`, expected back at
+  // `expected_end_us`; `chain` is the session's context (its blocks, in order).
+  virtual void ToolCallStarted(std::uint64_t session, std::span<const BlockKey> chain,
+                               std::int64_t start_us, std::int64_t expected_end_us) {
+    (void)session, (void)chain, (void)start_us, (void)expected_end_us;
+  }
+  // Blocks to bring into the fastest tier now (prefetch), in order. Called before each request.
+  virtual std::vector<BlockKey> Prefetch(std::int64_t now_us) {
+    (void)now_us;
+    return {};
+  }
+
   // `key` entered `tier` (inserted, promoted into it, or demoted into it).
   virtual void Added(const BlockKey& key, tiers::TierKind tier, std::int64_t now_us) = 0;
   // `key` was used from `tier` (a prefix hit).
@@ -52,6 +64,15 @@ class ResidencyPolicy {
 // LMCache-style offloading does: "lru-tiered"); false drops what leaves a tier ("lru-hbm" when only
 // the HBM tier has capacity: what engines' prefix caches do).
 std::unique_ptr<ResidencyPolicy> MakeLruPolicy(bool cascade);
+
+// Continuum-style "ttl-pin": lru-tiered, and a session's blocks are pinned in the fastest tier for
+// a fixed `ttl_us` after its tool call starts (evicted only when nothing unpinned is left).
+std::unique_ptr<ResidencyPolicy> MakeTtlPinPolicy(std::int64_t ttl_us);
+
+// The agent-aware policy, first version ("cachesvc"): lru-tiered, plus, for a session waiting on a
+// tool call, its blocks are held in the fastest tier until the expected return (not a fixed TTL),
+// and whatever of them was demoted meanwhile is prefetched back `lead_us` before that return.
+std::unique_ptr<ResidencyPolicy> MakeAgentAwarePolicy(std::int64_t lead_us);
 
 // Belady's offline optimum ("belady"): given the whole future sequence of requests (each a chain of
 // keys, in the order they will be served), a full tier evicts the block whose next use is farthest

@@ -47,6 +47,8 @@ double Mean(const std::vector<double>& v) {
 std::unique_ptr<cachesvc::ResidencyPolicy> MakePolicy(const std::string& name, const Trace& trace) {
   if (name == "lru-hbm") return cachesvc::MakeLruPolicy(false);
   if (name == "lru-tiered") return cachesvc::MakeLruPolicy(true);
+  if (name == "ttl-pin") return cachesvc::MakeTtlPinPolicy(10'000'000);  // Continuum-style, 10 s
+  if (name == "cachesvc") return cachesvc::MakeAgentAwarePolicy(1'000'000);  // prefetch 1 s ahead
   if (name == "belady") {
     std::vector<std::vector<cachesvc::BlockKey>> future;
     future.reserve(trace.requests.size());
@@ -62,7 +64,7 @@ int Usage(const std::string& why) {
       << "\nusage: replay (--trace FILE | --workload agent [--seed S] [--sessions N])"
          " --policy NAME[,NAME...] --hbm-blocks N [--host-blocks N] [--nvme-blocks N]"
          " [--users N] [--stagger-s S] [--limit REQUESTS] [--strict] [--write-workload FILE]\n"
-         "policies: lru-hbm, lru-tiered, belady (offline bound)\n";
+         "policies: lru-hbm, lru-tiered, ttl-pin, cachesvc, belady (offline bound)\n";
   return 2;
 }
 
@@ -167,8 +169,12 @@ int main(int argc, char** argv) {
     std::vector<std::uint8_t> hit_tiers;
     const auto start = std::chrono::steady_clock::now();
     for (const TraceRequest& r : trace->requests) {
+      engine.Prefetch(r.t_us);
       hit_tiers.resize(r.blocks.size());
       const cachesvc::ServeResult s = engine.Serve(r.blocks, r.t_us, hit_tiers);
+      if (r.tool_start_us && r.tool_end_us) {
+        engine.ToolCallStarted(r.session, r.blocks, *r.tool_start_us, *r.tool_end_us);
+      }
       blocks += r.blocks.size();
       hit_blocks += s.prefix_hits;
       fast_hits += s.hits_from[fastest];

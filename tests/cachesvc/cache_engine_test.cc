@@ -212,3 +212,43 @@ TEST(CacheEngineTest, NoTiersMeansNothingIsCached) {
 
 }  // namespace
 }  // namespace cachesvc
+
+namespace cachesvc {
+namespace {
+
+TEST(ToolCallPolicyTest, TtlPinKeepsAWaitingSessionOverNewerBlocksUntilTheTtl) {
+  BlockIndex index;
+  auto policy = MakeTtlPinPolicy(/*ttl_us=*/10);
+  CacheEngine engine(&index, policy.get(), Capacity(4, 100, 0));
+  engine.Serve(Keys({1, 2}), 0);
+  engine.ToolCallStarted(7, Keys({1, 2}), 1, 50);  // pinned until 11
+  engine.Serve(Keys({3, 4}), 2);
+  engine.Serve(Keys({5, 6}), 3);  // HBM full: 3 and 4 (unpinned) leave, not 1 and 2
+  EXPECT_TRUE(index.Get(Key(1))->In(TierKind::kHbm));
+  EXPECT_TRUE(index.Get(Key(2))->In(TierKind::kHbm));
+  EXPECT_FALSE(index.Get(Key(3))->In(TierKind::kHbm));
+  engine.Serve(Keys({8, 9}), 20);  // the pin has expired: 1 and 2 are the oldest now
+  EXPECT_FALSE(index.Get(Key(1))->In(TierKind::kHbm));
+  EXPECT_TRUE(index.Get(Key(1))->In(TierKind::kHost)) << "demoted, not dropped";
+}
+
+TEST(ToolCallPolicyTest, AgentAwarePrefetchesADemotedSessionBeforeItsReturn) {
+  BlockIndex index;
+  auto policy = MakeAgentAwarePolicy(/*lead_us=*/5);
+  CacheEngine engine(&index, policy.get(), Capacity(2, 100, 0));
+  engine.Serve(Keys({1, 2}), 0);
+  engine.ToolCallStarted(7, Keys({1, 2}), 1, 100);  // expected back at 100
+  // Other traffic: 3 finds nothing unpinned and demotes the session's oldest block (1); 4 then
+  // evicts 3, the oldest unpinned block.
+  engine.Serve(Keys({3, 4}), 10);
+  EXPECT_FALSE(index.Get(Key(1))->In(TierKind::kHbm));
+  EXPECT_TRUE(index.Get(Key(2))->In(TierKind::kHbm));
+  EXPECT_EQ(engine.Prefetch(50), 0u) << "not due yet";
+  EXPECT_EQ(engine.Prefetch(96), 1u) << "due at 100 - 5: block 1 comes back, 2 never left";
+  const ServeResult r = engine.Serve(Keys({1, 2}), 100);
+  EXPECT_EQ(r.hits_from[static_cast<unsigned>(TierKind::kHbm)], 2u) << "the resume hits in HBM";
+  EXPECT_EQ(engine.stats().prefetched, 1u);
+}
+
+}  // namespace
+}  // namespace cachesvc
