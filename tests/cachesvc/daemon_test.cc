@@ -180,9 +180,9 @@ TEST(DaemonTest, PortInUseExitsTwoWithOneLine) {
 TEST(DaemonTest, DataDirInUseExitsTwo) {
   Daemon first("datadir");
   ASSERT_FALSE(first.address().empty()) << first.process().output();
-  auto r = RunToCompletion(
-      {CACHESVC_BIN, "--listen", "127.0.0.1:0", "--data-dir", first.data_dir().string(),
-       "--tiers-host-capacity-bytes", "0", "--tiers-nvme-capacity-bytes", "0"});
+  auto r = RunToCompletion({CACHESVC_BIN, "--listen", "127.0.0.1:0", "--data-dir",
+                            first.data_dir().string(), "--tiers-host-capacity-bytes", "0",
+                            "--tiers-nvme-capacity-bytes", "0"});
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_NE(r.output.find("is in use by another cachesvc"), std::string::npos) << r.output;
 }
@@ -241,11 +241,20 @@ INSTANTIATE_TEST_SUITE_P(
                  {},
                  "",
                  "cannot listen on no-such-host.invalid:50051"},
-        BadStart{"TierSmallerThanAChunk", {"--tiers-nvme-capacity-bytes", "1000"}, {}, "",
+        BadStart{"TierSmallerThanAChunk",
+                 {"--tiers-nvme-capacity-bytes", "1000"},
+                 {},
+                 "",
                  "config key 'tiers.nvme.capacity_bytes' (flag --tiers-nvme-capacity-bytes)"},
-        BadStart{"BadBool", {}, {{"CACHESVC_TIERS_NVME_DIRECT_IO", "yes"}}, "",
+        BadStart{"BadBool",
+                 {},
+                 {{"CACHESVC_TIERS_NVME_DIRECT_IO", "yes"}},
+                 "",
                  "expected true or false, got 'yes'"},
-        BadStart{"BadHugePages", {}, {}, "[tiers.host]\nhuge_pages = \"always\"\n",
+        BadStart{"BadHugePages",
+                 {},
+                 {},
+                 "[tiers.host]\nhuge_pages = \"always\"\n",
                  "'always' is not one of none, transparent, hugetlb"}),
     [](const auto& param_info) { return param_info.param.name; });
 
