@@ -140,6 +140,24 @@ void NvmeWritePipeline::Deliver(std::vector<Write*> group) {
   changed_.SignalAll();
 }
 
+NvmeWritePipeline::Write* NvmeWritePipeline::PopRunnable(bool stopping,
+                                                         std::vector<Write*>* failed) {
+  Write* w = queued_.front();
+  queued_.pop_front();
+  if (stopping) {
+    w->result = -ECANCELED;
+    w->failed_at = "cancelled";
+  } else if (fail_writes_ > 0) {
+    --fail_writes_;
+    w->result = -fail_writes_err_;
+    w->failed_at = "payload write";
+  } else {
+    return w;
+  }
+  failed->push_back(w);
+  return nullptr;
+}
+
 void NvmeWritePipeline::QueueParts(Write* w, bool body, bool tail) {
   io_uring* ring = ring_.get();
   const int file = fixed_file_ ? 0 : fd_;
@@ -178,18 +196,7 @@ void NvmeWritePipeline::RingLoop() {
       MutexLock lock(&mu_);
       stopping = stopping_;
       while (!queued_.empty() && (stopping || !free_lanes_.empty())) {
-        Write* w = queued_.front();
-        queued_.pop_front();
-        if (stopping) {
-          w->result = -ECANCELED;
-          w->failed_at = "cancelled";
-          failed.push_back(w);
-        } else if (fail_writes_ > 0) {
-          --fail_writes_;
-          w->result = -fail_writes_err_;
-          w->failed_at = "payload write";
-          failed.push_back(w);
-        } else {
+        if (Write* w = PopRunnable(stopping, &failed)) {
           w->lane = free_lanes_.back();
           free_lanes_.pop_back();
           lanes_[static_cast<std::size_t>(w->lane)] = w;
@@ -344,20 +351,7 @@ void NvmeWritePipeline::FallbackLoop() {
           &mu_, [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return stopping_ || !queued_.empty(); });
       stop = stopping_;
       while (!queued_.empty() && (stop || batch.size() < options_.queue_depth)) {
-        Write* w = queued_.front();
-        queued_.pop_front();
-        if (stop) {
-          w->result = -ECANCELED;
-          w->failed_at = "cancelled";
-          failed.push_back(w);
-        } else if (fail_writes_ > 0) {
-          --fail_writes_;
-          w->result = -fail_writes_err_;
-          w->failed_at = "payload write";
-          failed.push_back(w);
-        } else {
-          batch.push_back(w);
-        }
+        if (Write* w = PopRunnable(stop, &failed)) batch.push_back(w);
       }
     }
     Deliver(std::move(failed));

@@ -106,6 +106,10 @@ class NvmeWritePipeline {
   void QueueParts(Write* w, bool body, bool tail);
   // Ring thread: hands `group` to the commit thread.
   void Deliver(std::vector<Write*> group);
+  // Takes the oldest queued write. Returns it when it should run; otherwise (stopping: cancelled;
+  // a TEST_FailWrites fault pending: failed) sets its result, appends it to `failed` and returns
+  // nullptr. Shared by the io_uring and the fallback loops.
+  Write* PopRunnable(bool stopping, std::vector<Write*>* failed) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Wake();
 
   // Constant after construction.
