@@ -38,6 +38,16 @@ std::string VersionLine() {
 }
 
 int Run(int argc, char** argv) {
+  // Block the stop signals before anything starts a thread (the NVMe tier's write pipeline and
+  // RocksDB start theirs while the tiers open, gRPC later), so that every thread inherits the mask
+  // and SIGTERM/SIGINT wait for the sigwait below instead of killing the process in whichever
+  // thread the kernel picks. A signal that arrives during start-up is taken once serving.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
   CLI::App app{"cachesvc: agent-aware KV-cache service for LLM inference", "cachesvc"};
   app.set_version_flag("--version", VersionLine());
   cachesvc::ConfigInputs inputs;
@@ -90,14 +100,6 @@ int Run(int argc, char** argv) {
   auto tiers = cachesvc::TierSet::Open(*config, data_dir->path());
   if (!tiers.ok()) return Fail(kExitUsage, std::string(tiers.status().message()));
   const cachesvc::kernels::GpuInventory gpus = cachesvc::kernels::QueryGpus();
-
-  // Block the stop signals before gRPC starts its threads, so that every thread inherits the mask
-  // and the signals wait for sigwait below instead of killing the process mid-call.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGTERM);
-  sigaddset(&stop_signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
   cachesvc::DaemonInfo info{fmt::format("{} ({})", cachesvc::kVersion, cachesvc::kGitCommit),
                             absl::ToUnixMillis(absl::Now()), !gpus.devices.empty()};
