@@ -27,14 +27,9 @@ SlotTable::SlotTable(std::string name, TierKind kind, const SlotAllocatorOptions
       allocator_(name_, allocator) {}
 
 absl::StatusOr<SlotTable::Slot*> SlotTable::Find(SlotId slot) {
-  auto it = slots_.find(slot.offset);
-  if (it == slots_.end() || it->second.id.slot_bytes != slot.slot_bytes ||
-      it->second.free_pending) {
-    return absl::InvalidArgumentError(
-        fmt::format("tier '{}': slot at offset {} ({} bytes) is not allocated", name_, slot.offset,
-                    slot.slot_bytes));
-  }
-  return &it->second;
+  absl::StatusOr<const Slot*> found = std::as_const(*this).Find(slot);
+  if (!found.ok()) return found.status();
+  return const_cast<Slot*>(*found);  // this object is not const: the slot may be changed
 }
 
 absl::StatusOr<const SlotTable::Slot*> SlotTable::Find(SlotId slot) const {

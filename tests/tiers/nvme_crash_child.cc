@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "spdlog/spdlog.h"
+#include "tests/tiers/nvme_crash_options.h"
 #include "tests/tiers/test_util.h"
 #include "tiers/mutex.h"
 #include "tiers/nvme_tier.h"
@@ -22,17 +23,7 @@
 namespace cachesvc::tiers {
 namespace {
 
-NvmeTierOptions CrashOptions(const std::filesystem::path& dir) {
-  NvmeTierOptions o;
-  o.name = "nvme-crash";
-  o.data_path = dir / "slots.dat";
-  o.index_path = dir / "index";
-  o.capacity_bytes = 32 << 20;
-  o.min_slot_bytes = 16 << 10;
-  o.max_slot_bytes = 1 << 20;
-  o.queue_depth = 8;
-  return o;
-}
+using testing::CrashOptions;
 
 constexpr std::size_t kWindow = 16;
 

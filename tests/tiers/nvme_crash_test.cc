@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "tests/support/subprocess.h"
+#include "tests/tiers/nvme_crash_options.h"
 #include "tests/tiers/test_util.h"
 #include "tiers/nvme_tier.h"
 
@@ -18,17 +19,7 @@ namespace {
 
 using std::chrono::milliseconds;
 
-NvmeTierOptions CrashOptions(const std::filesystem::path& dir) {
-  NvmeTierOptions o;
-  o.name = "nvme-crash";
-  o.data_path = dir / "slots.dat";
-  o.index_path = dir / "index";
-  o.capacity_bytes = 32 << 20;
-  o.min_slot_bytes = 16 << 10;
-  o.max_slot_bytes = 1 << 20;
-  o.queue_depth = 8;
-  return o;
-}
+using testing::CrashOptions;
 
 TEST(NvmeCrashTest, EveryIndexedBlockSurvivesSigkillAtRandomPoints) {
   const testing::ScopedDir scoped("nvme_crash");

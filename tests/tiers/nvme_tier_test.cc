@@ -17,6 +17,7 @@ namespace cachesvc::tiers {
 namespace {
 
 using testing::AlignedBuffer;
+using testing::FileSizeLimit;
 using testing::FillPayload;
 using testing::Key;
 using testing::Meta;
@@ -317,26 +318,6 @@ TEST_F(NvmeTierTest, DataPathThatIsAFolderOrIndexThatCannotBeCreatedIsAnError) {
   EXPECT_FALSE(tier.ok());
   EXPECT_NE(tier.status().message().find("index"), absl::string_view::npos) << tier.status();
 }
-
-// RLIMIT_FSIZE stands in for a disk that fills up: writes past the limit fail with EFBIG.
-class FileSizeLimit {
- public:
-  explicit FileSizeLimit(rlim_t bytes) {
-    ::getrlimit(RLIMIT_FSIZE, &saved_);
-    old_handler_ = std::signal(SIGXFSZ, SIG_IGN);
-    rlimit lim = saved_;
-    lim.rlim_cur = bytes;
-    ::setrlimit(RLIMIT_FSIZE, &lim);
-  }
-  ~FileSizeLimit() {
-    ::setrlimit(RLIMIT_FSIZE, &saved_);
-    std::signal(SIGXFSZ, old_handler_);
-  }
-
- private:
-  rlimit saved_{};
-  void (*old_handler_)(int) = nullptr;
-};
 
 TEST_F(NvmeTierTest, DiskFullMidWriteIsResourceExhaustedAndLosesNothing) {
   auto tier = Open();

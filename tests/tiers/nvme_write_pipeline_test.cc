@@ -25,6 +25,7 @@ namespace cachesvc::tiers {
 namespace {
 
 using testing::AlignedBuffer;
+using testing::FileSizeLimit;
 using testing::FillPayload;
 using testing::Key;
 using testing::Meta;
@@ -434,28 +435,6 @@ TEST_F(NvmeAsyncWriteTest, EachErrorReachesItsOwnCallbackAndNothingElseIsDisturb
   ExpectBlock(*tier, slots[0], 10);
   ExpectBlock(*tier, slots[5], 15);
 }
-
-// RLIMIT_FSIZE below the slot: the kernel refuses the payload write with EFBIG.
-class FileSizeLimit {
- public:
-  explicit FileSizeLimit(rlim_t bytes) {
-    ::getrlimit(RLIMIT_FSIZE, &saved_);
-    old_handler_ = std::signal(SIGXFSZ, SIG_IGN);
-    rlimit lim = saved_;
-    lim.rlim_cur = bytes;
-    ::setrlimit(RLIMIT_FSIZE, &lim);
-  }
-  ~FileSizeLimit() {
-    ::setrlimit(RLIMIT_FSIZE, &saved_);
-    std::signal(SIGXFSZ, old_handler_);
-  }
-  FileSizeLimit(const FileSizeLimit&) = delete;
-  FileSizeLimit& operator=(const FileSizeLimit&) = delete;
-
- private:
-  rlimit saved_{};
-  void (*old_handler_)(int) = nullptr;
-};
 
 TEST_F(NvmeAsyncWriteTest, DiskFullMidWriteReachesTheCallbackAsResourceExhausted) {
   auto tier = Open();

@@ -3,7 +3,10 @@
 #pragma once
 
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 #include <unistd.h>
+
+#include <csignal>
 
 #include <cstddef>
 #include <cstdint>
@@ -103,5 +106,28 @@ inline bool PayloadMatches(std::uint64_t seed, std::span<const std::byte> got) {
   FillPayload(seed, want);
   return std::equal(want.begin(), want.end(), got.begin());
 }
+
+// RLIMIT_FSIZE stands in for a disk that fills up: writes past `bytes` fail with EFBIG (SIGXFSZ
+// ignored). Restores the limit and the signal handler when it goes.
+class FileSizeLimit {
+ public:
+  explicit FileSizeLimit(rlim_t bytes) {
+    ::getrlimit(RLIMIT_FSIZE, &saved_);
+    old_handler_ = std::signal(SIGXFSZ, SIG_IGN);
+    rlimit lim = saved_;
+    lim.rlim_cur = bytes;
+    ::setrlimit(RLIMIT_FSIZE, &lim);
+  }
+  ~FileSizeLimit() {
+    ::setrlimit(RLIMIT_FSIZE, &saved_);
+    std::signal(SIGXFSZ, old_handler_);
+  }
+  FileSizeLimit(const FileSizeLimit&) = delete;
+  FileSizeLimit& operator=(const FileSizeLimit&) = delete;
+
+ private:
+  rlimit saved_{};
+  void (*old_handler_)(int) = nullptr;
+};
 
 }  // namespace cachesvc::tiers::testing
