@@ -25,7 +25,7 @@ class BeladyPolicy final : public ResidencyPolicy {
 
   std::string_view Name() const override { return "belady"; }
 
-  void BeginRequest(std::span<const BlockKey> chain, std::int64_t) override {
+  void BeginRequest(std::uint64_t, std::span<const BlockKey> chain, std::int64_t) override {
     ++request_;  // the request now being served
     for (const BlockKey& k : chain) {
       auto it = uses_.find(k);

@@ -21,8 +21,10 @@ BlockEntry* BlockIndex::Shard::Find(const BlockKey& key) {
   return it == ids.end() ? nullptr : &At(it->second);
 }
 
-BlockEntry& BlockIndex::Shard::FindOrAdd(const BlockKey& key, const BlockEntry& fresh) {
+BlockEntry& BlockIndex::Shard::FindOrAdd(const BlockKey& key, const BlockEntry& fresh,
+                                         bool* added) {
   auto [it, inserted] = ids.try_emplace(key, 0);
+  if (added != nullptr) *added = inserted;
   if (!inserted) return At(it->second);
   std::uint32_t id;
   if (!free_ids.empty()) {
@@ -55,6 +57,13 @@ std::optional<BlockEntry> BlockIndex::Get(const BlockKey& key) const {
   return *e;
 }
 
+TierMask BlockIndex::Tiers(const BlockKey& key) const {
+  Shard& s = ShardFor(key);
+  tiers::MutexLock lock(&s.mu);
+  const BlockEntry* e = s.Find(key);
+  return e == nullptr ? TierMask{0} : e->tiers;
+}
+
 bool BlockIndex::Contains(const BlockKey& key) const {
   Shard& s = ShardFor(key);
   tiers::MutexLock lock(&s.mu);
@@ -65,9 +74,9 @@ void BlockIndex::AddCopy(const BlockKey& key, tiers::TierKind kind, const TierCo
                          const BlockEntry& fresh) {
   Shard& s = ShardFor(key);
   tiers::MutexLock lock(&s.mu);
-  const bool existed = s.ids.contains(key);
-  BlockEntry& e = s.FindOrAdd(key, fresh);
-  if (!existed) e.tiers = 0;
+  bool added = false;
+  BlockEntry& e = s.FindOrAdd(key, fresh, &added);
+  if (added) e.tiers = 0;
   e.SetCopy(kind, copy);
   e.tiers |= TierBit(kind);
 }
@@ -82,6 +91,23 @@ std::optional<TierCopy> BlockIndex::RemoveCopy(const BlockKey& key, tiers::TierK
   e->SetCopy(kind, TierCopy{});
   if (Unused(*e)) s.Remove(key);
   return copy;
+}
+
+TierMask BlockIndex::TakeCopy(const BlockKey& key, tiers::TierKind kind) {
+  Shard& s = ShardFor(key);
+  tiers::MutexLock lock(&s.mu);
+  BlockEntry* e = s.Find(key);
+  if (e == nullptr) return 0;
+  e->tiers &= static_cast<TierMask>(~TierBit(kind));
+  e->SetCopy(kind, TierCopy{});
+  return e->tiers;
+}
+
+void BlockIndex::EraseIfUnused(const BlockKey& key) {
+  Shard& s = ShardFor(key);
+  tiers::MutexLock lock(&s.mu);
+  BlockEntry* e = s.Find(key);
+  if (e != nullptr && Unused(*e)) s.Remove(key);
 }
 
 bool BlockIndex::Update(const BlockKey& key, const std::function<void(BlockEntry&)>& fn) {
@@ -105,7 +131,8 @@ std::optional<BlockEntry> BlockIndex::Erase(const BlockKey& key) {
 }
 
 std::size_t BlockIndex::LongestCachedPrefix(std::span<const BlockKey> chain, TierMask usable,
-                                            std::optional<std::int64_t> now_us) {
+                                            std::optional<std::int64_t> now_us,
+                                            std::span<TierMask> masks) {
   std::size_t n = 0;
   for (const BlockKey& key : chain) {
     Shard& s = ShardFor(key);
@@ -116,6 +143,7 @@ std::size_t BlockIndex::LongestCachedPrefix(std::span<const BlockKey> chain, Tie
       e->last_access_us = *now_us;
       if (e->accesses != UINT32_MAX) ++e->accesses;
     }
+    if (n < masks.size()) masks[n] = e->tiers;
     ++n;
   }
   return n;

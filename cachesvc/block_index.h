@@ -91,6 +91,8 @@ class BlockIndex {
   // A copy of the entry, or nullopt.
   [[nodiscard]] std::optional<BlockEntry> Get(const BlockKey& key) const;
   [[nodiscard]] bool Contains(const BlockKey& key) const;
+  // The tiers holding a copy of `key` (0 when there is no entry).
+  [[nodiscard]] TierMask Tiers(const BlockKey& key) const;
 
   // Records that `kind` holds a copy of the block (creating the entry if needed); `fresh` fills
   // the block-wide fields of a new entry and is ignored for an existing one.
@@ -99,6 +101,12 @@ class BlockIndex {
   // Forgets `kind`'s copy; the entry goes when no tier holds a copy and nothing references it.
   // Returns the copy that was recorded, or nullopt.
   std::optional<TierCopy> RemoveCopy(const BlockKey& key, tiers::TierKind kind);
+  // Forgets `kind`'s copy but keeps the entry even when nothing is left in it (a block on its way
+  // to another tier); returns the tiers still holding a copy (0 also when there is no entry).
+  // Pair with EraseIfUnused.
+  TierMask TakeCopy(const BlockKey& key, tiers::TierKind kind);
+  // Erases the entry if no tier holds a copy and nothing references it.
+  void EraseIfUnused(const BlockKey& key);
 
   // Runs `fn` on the entry under its shard lock; false when there is no entry. An entry left
   // with no copy, no lease and no session reference is erased afterwards.
@@ -108,9 +116,12 @@ class BlockIndex {
   std::optional<BlockEntry> Erase(const BlockKey& key);
 
   // How many of `chain`'s leading keys have an entry with a copy in `usable` tiers. When `now_us`
-  // is given, the blocks of that prefix are touched: last access = now_us, accesses + 1.
+  // is given, the blocks of that prefix are touched: last access = now_us, accesses + 1. When
+  // `masks` is given (at least chain.size() long), entry i receives block i's tier mask for each
+  // block of the prefix.
   std::size_t LongestCachedPrefix(std::span<const BlockKey> chain, TierMask usable = kAllTiers,
-                                  std::optional<std::int64_t> now_us = std::nullopt);
+                                  std::optional<std::int64_t> now_us = std::nullopt,
+                                  std::span<TierMask> masks = {});
 
   [[nodiscard]] std::size_t Size() const;
   // Bytes the tables use (capacity x slot size plus control bytes), over Size(): the real cost of
@@ -136,7 +147,7 @@ class BlockIndex {
     }
     BlockEntry* Find(const BlockKey& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
     // The entry for `key`, created from `fresh` if absent.
-    BlockEntry& FindOrAdd(const BlockKey& key, const BlockEntry& fresh)
+    BlockEntry& FindOrAdd(const BlockKey& key, const BlockEntry& fresh, bool* added = nullptr)
         ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
     void Remove(const BlockKey& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
   };

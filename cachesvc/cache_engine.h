@@ -17,6 +17,7 @@
 #include <array>
 #include <cstdint>
 #include <span>
+#include <vector>
 
 #include "cachesvc/block_index.h"
 #include "cachesvc/residency_policy.h"
@@ -47,14 +48,23 @@ class CacheEngine {
   CacheEngine(BlockIndex* index, ResidencyPolicy* policy, TierCapacity capacity);
 
   // When `hit_tiers` is given (at least chain.size() long), entry i receives the tier (as a
-  // tiers::TierKind value) block i of the prefix was found in.
+  // tiers::TierKind value) block i of the prefix was found in. `session`: the session the request
+  // belongs to, 0 when unknown.
   ServeResult Serve(std::span<const BlockKey> chain, std::int64_t now_us,
-                    std::span<std::uint8_t> hit_tiers = {});
+                    std::span<std::uint8_t> hit_tiers = {}, std::uint64_t session = 0);
 
   // A session's response ended in a tool call (forwarded to the policy).
   void ToolCallStarted(std::uint64_t session, std::span<const BlockKey> chain,
                        std::int64_t start_us, std::int64_t expected_end_us) {
     policy_->ToolCallStarted(session, chain, start_us, expected_end_us);
+  }
+  // A session's tool call ended (forwarded to the policy).
+  void ToolCallEnded(std::uint64_t session, std::int64_t now_us) {
+    policy_->ToolCallEnded(session, now_us);
+  }
+  // A session was closed (forwarded to the policy).
+  void SessionClosed(std::uint64_t session, std::span<const BlockKey> chain, std::int64_t now_us) {
+    policy_->SessionClosed(session, chain, now_us);
   }
   // Brings the blocks the policy wants prefetched at `now_us` into the fastest tier (those still
   // held by a slower tier). Returns how many moved. Call before serving each request.
@@ -71,12 +81,18 @@ class CacheEngine {
   // Moves the policy's victim out of `tier`; false if the policy names none.
   bool EvictOne(tiers::TierKind tier, std::int64_t now_us, int depth);
 
+  // With an exclusive policy: removes `key`'s copies below the fastest tier (just promoted);
+  // `held`: the tiers that held it before.
+  void DropSlowerCopies(const BlockKey& key, TierMask held);
+
   BlockIndex* const index_;
   ResidencyPolicy* const policy_;
   const TierCapacity capacity_;
+  const bool exclusive_;
   TierMask present_ = 0;
   tiers::TierKind fastest_ = tiers::TierKind::kHbm;
   std::array<std::uint64_t, kTierKinds> used_{};
+  std::vector<TierMask> masks_;  // Serve's scratch: the prefix blocks' tiers
   EngineStats stats_;
 };
 

@@ -1,13 +1,12 @@
-// LRU residency: one recency list per tier, a doubly linked list over a slab of nodes addressed by
-// index (indices survive the slab's growth, pointers into a hash map would not), with a key ->
-// index map, so every notification is O(1).
+// LRU residency (lru-hbm, lru-tiered), the TTL pin (ttl-pin) and the agent-aware policy
+// (cachesvc), which is LRU plus what it knows of sessions: see LruPolicy::Options and
+// docs/policy.md. Recency lists are doubly linked lists over a slab of nodes addressed by index
+// (indices survive the slab's growth, pointers into a hash map would not), with a key -> index
+// map, so every notification is O(1); pinned blocks ordered by expected return cost O(log n).
 #include <algorithm>
 #include <array>
 #include <map>
-#include <queue>
 #include <vector>
-
-#include "absl/container/flat_hash_map.h"
 
 #include "absl/container/flat_hash_map.h"
 #include "cachesvc/block_index.h"
@@ -16,51 +15,120 @@
 namespace cachesvc {
 namespace {
 
+// The blocks of one tier in recency order, each with what the policies note about it. A block
+// can be held out of the order (pinned: it stays in the tier's table, with its notes, but
+// Oldest() never names it) and later put back.
 class RecencyList {
  public:
-  // Makes `key` the most recent, adding it if new.
-  void Touch(const BlockKey& key) {
+  struct Node {
+    BlockKey key;
+    std::int64_t used_us = 0;  // the `now_us` of its last Touch
+    std::uint64_t owner = 0;   // the session that used it last (0: none known)
+    bool shared = false;       // more than one session used it
+    bool held = false;         // out of the recency order
+    std::uint32_t prev = kNone;
+    std::uint32_t next = kNone;
+  };
+
+  // Makes `key` the most recent, adding it if new (or putting it back if held); `was_held` says
+  // whether it was held.
+  Node& Touch(const BlockKey& key, std::int64_t now_us, bool* was_held = nullptr) {
+    const std::uint32_t i = Upsert(key, was_held);
+    PushFront(i);
+    nodes_[i].used_us = now_us;
+    return nodes_[i];
+  }
+  // A run keeps a request's chain in chain order: the first block touched in the run becomes the
+  // most recent, each next one goes just behind the previous, so a chain leaves from its tail
+  // (a prefix hit needs the head: evicting the head first would make the rest useless).
+  void BeginRun() { anchor_ = kNone; }
+  Node& TouchInRun(const BlockKey& key, std::int64_t now_us, bool* was_held = nullptr) {
+    const std::uint32_t i = Upsert(key, was_held);
+    if (anchor_ == kNone) {
+      PushFront(i);
+    } else {
+      InsertAfter(anchor_, i);
+    }
+    nodes_[i].used_us = now_us;
+    anchor_ = i;
+    return nodes_[i];
+  }
+  // Takes `key` out of the recency order if it is in the tier; returns whether it is.
+  bool HoldIfPresent(const BlockKey& key) {
+    auto it = index_.find(key);
+    if (it == index_.end()) return false;
+    if (!nodes_[it->second].held) Unlink(it->second);
+    nodes_[it->second].held = true;
+    return true;
+  }
+  // Takes `key` out of the recency order (adding it if new); its notes stay.
+  void Hold(const BlockKey& key) {
     auto [it, inserted] = index_.try_emplace(key, kNone);
     if (inserted) {
       it->second = Allocate(key);
-    } else {
+    } else if (!nodes_[it->second].held) {
       Unlink(it->second);
     }
-    PushFront(it->second);
+    nodes_[it->second].held = true;
   }
-  void Erase(const BlockKey& key) {
+  // Puts `key` (held or not) back as the least recent block, last used at time 0 (long ago: it
+  // is not expected back); false if it is not in the tier.
+  bool MoveToOldest(const BlockKey& key) {
     auto it = index_.find(key);
-    if (it == index_.end()) return;
-    Unlink(it->second);
-    free_.push_back(it->second);
-    index_.erase(it);
-  }
-  // Adds `key` as the least recent (it must not be in the list).
-  void PushOldest(const BlockKey& key) {
-    auto [it, inserted] = index_.try_emplace(key, kNone);
-    if (!inserted) return;
-    it->second = Allocate(key);
+    if (it == index_.end()) return false;
     const std::uint32_t i = it->second;
+    if (!nodes_[i].held) Unlink(i);
+    nodes_[i].held = false;
+    nodes_[i].used_us = 0;
     nodes_[i].next = kNone;
     nodes_[i].prev = tail_;
     if (tail_ != kNone) nodes_[tail_].next = i;
     tail_ = i;
     if (head_ == kNone) head_ = i;
+    return true;
+  }
+  // Removes `key`; returns whether it was there and held.
+  bool Erase(const BlockKey& key) {
+    auto it = index_.find(key);
+    if (it == index_.end()) return false;
+    const bool held = nodes_[it->second].held;
+    if (!held) Unlink(it->second);
+    free_.push_back(it->second);
+    index_.erase(it);
+    return held;
+  }
+  [[nodiscard]] const Node* Find(const BlockKey& key) const {
+    auto it = index_.find(key);
+    return it == index_.end() ? nullptr : &nodes_[it->second];
   }
   [[nodiscard]] bool Contains(const BlockKey& key) const { return index_.contains(key); }
+  // No block in the recency order (held ones aside).
+  [[nodiscard]] bool empty() const { return tail_ == kNone; }
   [[nodiscard]] std::optional<BlockKey> Oldest() const {
     if (tail_ == kNone) return std::nullopt;
     return nodes_[tail_].key;
   }
+  // When the least recent block was last used (the `now_us` it was touched with).
+  [[nodiscard]] std::int64_t OldestUsedUs() const { return nodes_[tail_].used_us; }
 
  private:
   static constexpr std::uint32_t kNone = UINT32_MAX;
-  struct Node {
-    BlockKey key;
-    std::uint32_t prev = kNone;
-    std::uint32_t next = kNone;
-  };
 
+  // The node of `key`, added if new, out of the order (the caller links it).
+  std::uint32_t Upsert(const BlockKey& key, bool* was_held) {
+    auto [it, inserted] = index_.try_emplace(key, kNone);
+    bool held = false;
+    if (inserted) {
+      it->second = Allocate(key);
+    } else if (nodes_[it->second].held) {
+      held = true;
+      nodes_[it->second].held = false;
+    } else {
+      Unlink(it->second);
+    }
+    if (was_held != nullptr) *was_held = held;
+    return it->second;
+  }
   std::uint32_t Allocate(const BlockKey& key) {
     if (!free_.empty()) {
       const std::uint32_t i = free_.back();
@@ -78,7 +146,18 @@ class RecencyList {
     head_ = i;
     if (tail_ == kNone) tail_ = i;
   }
+  void InsertAfter(std::uint32_t at, std::uint32_t i) {
+    nodes_[i].prev = at;
+    nodes_[i].next = nodes_[at].next;
+    if (nodes_[at].next != kNone) {
+      nodes_[nodes_[at].next].prev = i;
+    } else {
+      tail_ = i;
+    }
+    nodes_[at].next = i;
+  }
   void Unlink(std::uint32_t i) {
+    if (i == anchor_) anchor_ = nodes_[i].prev;  // the run goes on behind the one ahead of it
     Node& n = nodes_[i];
     if (n.prev != kNone) {
       nodes_[n.prev].next = n.next;
@@ -98,38 +177,185 @@ class RecencyList {
   std::vector<std::uint32_t> free_;
   std::uint32_t head_ = kNone;
   std::uint32_t tail_ = kNone;
+  std::uint32_t anchor_ = kNone;  // the last node placed by the current run
+};
+
+// The blocks pinned in the fastest tier, and which of them leaves first when nothing unpinned is
+// left: the least recently used (by_return = false), or the one expected to be used last
+// (by_return = true: Belady's rule with the expected return of the session as the next use). The
+// latter is a max-heap with lazy deletion (an entry counts while it matches next_use_), so a
+// pin costs no allocation per block; it is rebuilt when stale entries outnumber live ones.
+class PinnedBlocks {
+ public:
+  explicit PinnedBlocks(bool by_return) : by_return_(by_return) {}
+  // `key` is pinned and in the fastest tier; its next use is expected at `next_use_us`.
+  void Touch(const BlockKey& key, std::int64_t next_use_us) {
+    if (!by_return_) {
+      lru_.Touch(key, 0);
+      return;
+    }
+    const Entry e{next_use_us, ++seq_, key};
+    auto [it, inserted] = next_use_.try_emplace(key, Stamp{e.use_us, e.seq});
+    if (!inserted) {
+      if (it->second.use_us == next_use_us) return;
+      it->second = Stamp{e.use_us, e.seq};
+    }
+    heap_.push_back(e);
+    std::push_heap(heap_.begin(), heap_.end());
+    if (heap_.size() > 2 * next_use_.size() + 4096) Rebuild();
+  }
+  void Erase(const BlockKey& key) {
+    if (by_return_) {
+      next_use_.erase(key);
+    } else {
+      lru_.Erase(key);
+    }
+  }
+  // The block to leave first, if any; with by_return, `next_use_us` receives its next use.
+  [[nodiscard]] std::optional<BlockKey> Victim(std::int64_t* next_use_us = nullptr) {
+    if (!by_return_) return lru_.Oldest();
+    while (!heap_.empty()) {
+      const Entry& top = heap_.front();
+      auto it = next_use_.find(top.key);
+      if (it != next_use_.end() && it->second.seq == top.seq) {
+        if (next_use_us != nullptr) *next_use_us = top.use_us;
+        return top.key;
+      }
+      std::pop_heap(heap_.begin(), heap_.end());
+      heap_.pop_back();
+    }
+    return std::nullopt;
+  }
+
+ private:
+  // Ties in next use go by pin order: the earlier pinned leaves first (for one chain, its head;
+  // measured slightly better on the Claude Code sessions than tail first, since the whole chain
+  // is prefetched back together anyway).
+  struct Stamp {
+    std::int64_t use_us;
+    std::uint64_t seq;
+  };
+  struct Entry {
+    std::int64_t use_us;
+    std::uint64_t seq;
+    BlockKey key;
+    friend bool operator<(const Entry& a, const Entry& b) {
+      return a.use_us != b.use_us ? a.use_us < b.use_us : a.seq > b.seq;
+    }
+  };
+  void Rebuild() {
+    heap_.clear();
+    for (const auto& [key, stamp] : next_use_) heap_.push_back({stamp.use_us, stamp.seq, key});
+    std::make_heap(heap_.begin(), heap_.end());
+  }
+
+  const bool by_return_;
+  RecencyList lru_;
+  absl::flat_hash_map<BlockKey, Stamp> next_use_;  // the pinned blocks (by_return)
+  std::vector<Entry> heap_;                        // max-heap by next use, lazy
+  std::uint64_t seq_ = 0;
 };
 
 class LruPolicy : public ResidencyPolicy {
  public:
-  explicit LruPolicy(bool cascade) : cascade_(cascade) {}
+  // What the agent-aware policy adds to LRU (all off: lru-tiered / lru-hbm / ttl-pin).
+  struct Options {
+    bool cascade = true;  // demote HBM -> host -> NVMe (else drop what leaves a tier)
+    // A request's blocks keep chain order in the fastest tier's recency list (see
+    // RecencyList::TouchInRun): a chain leaves from its tail, not its head.
+    bool chain_order = false;
+    // A block promoted into the fastest tier gives up its copies below (ExclusiveTiers).
+    bool exclusive = false;
+    // Pinned blocks are ordered by their expected next use (the return of the first session
+    // waiting on them), not by recency: Belady's rule with expectations.
+    bool pinned_by_return = false;
+    // With pinned_by_return: a pinned block expected back more than this far ahead leaves before
+    // the least recently used unpinned one if that one has been idle for less time than the pinned
+    // one has yet to wait (the prefetch brings it back before the return). 0 = never.
+    std::int64_t evict_pinned_beyond_us = 0;
+    // A pinned block that a request uses goes back to the recency order (it is in use, by its own
+    // session or by another that shares it); the next tool call pins it again.
+    bool unpin_on_use = false;
+    // SessionClosed moves the closed session's blocks that no other session used to the tail.
+    bool closed_first = false;
+  };
+  explicit LruPolicy(Options options) : options_(options), pinned_(options.pinned_by_return) {}
 
-  std::string_view Name() const override { return cascade_ ? "lru-tiered" : "lru-hbm"; }
+  std::string_view Name() const override { return options_.cascade ? "lru-tiered" : "lru-hbm"; }
 
+  void BeginRequest(std::uint64_t session, std::span<const BlockKey>, std::int64_t) override {
+    in_request_ = true;
+    session_ = session;
+    lists_[kFast].BeginRun();
+  }
+  void EndRequest(std::int64_t) override { in_request_ = false; }
+  void SessionClosed(std::uint64_t session, std::span<const BlockKey> chain,
+                     std::int64_t) override {
+    if (!options_.closed_first || session == 0) return;
+    RecencyList& list = lists_[kFast];
+    for (const BlockKey& key : chain) {  // each goes behind the one before: the tail leaves first
+      const RecencyList::Node* n = list.Find(key);
+      if (n == nullptr || n->held || n->shared || n->owner != session) continue;
+      list.MoveToOldest(key);
+    }
+  }
   void Added(const BlockKey& key, tiers::TierKind tier, std::int64_t now_us) override {
     Touched(key, tier, now_us);
   }
   void Touched(const BlockKey& key, tiers::TierKind tier, std::int64_t now_us) override {
-    if (tier == tiers::TierKind::kHbm && IsPinned(key, now_us)) {
-      pinned_list_.Touch(key);
-    } else {
-      lists_[Index(tier)].Touch(key);
+    const unsigned t = Index(tier);
+    if (t != kFast) {
+      lists_[t].Touch(key, now_us);
+      return;
+    }
+    RecencyList& list = lists_[kFast];
+    if (!(options_.unpin_on_use && in_request_) && !pins_.empty()) {
+      if (auto p = pins_.find(key); p != pins_.end() && p->second.until_us > now_us) {
+        list.Hold(key);
+        pinned_.Touch(key, p->second.next_use_us);
+        return;
+      }
+    }
+    bool was_held = false;
+    RecencyList::Node& n = in_request_ && options_.chain_order
+                               ? list.TouchInRun(key, now_us, &was_held)
+                               : list.Touch(key, now_us, &was_held);
+    if (was_held) pinned_.Erase(key);
+    if (in_request_ && session_ != 0) {
+      if (n.owner != 0 && n.owner != session_) n.shared = true;
+      n.owner = session_;
     }
   }
+  void PrefetchFound(const BlockKey& key, std::int64_t now_us) override {
+    // Still in HBM in the recency order (another session used it since the pin): it becomes the
+    // most recent, or it could leave in the last moment before its session returns.
+    const RecencyList::Node* n = lists_[kFast].Find(key);
+    if (n != nullptr && !n->held) lists_[kFast].TouchInRun(key, now_us);
+  }
   void Removed(const BlockKey& key, tiers::TierKind tier) override {
-    lists_[Index(tier)].Erase(key);
-    if (tier == tiers::TierKind::kHbm) pinned_list_.Erase(key);
+    const unsigned t = Index(tier);
+    if (lists_[t].Erase(key) && t == kFast) pinned_.Erase(key);
   }
 
   std::optional<BlockKey> ChooseVictim(tiers::TierKind tier, std::int64_t now_us) override {
-    if (tier != tiers::TierKind::kHbm) return lists_[Index(tier)].Oldest();
+    const unsigned t = Index(tier);
+    if (t != kFast) return lists_[t].Oldest();
     ExpirePins(now_us);
-    // Unpinned blocks go first; when only pinned ones are left, the oldest of those (demoted).
-    if (auto victim = lists_[Index(tier)].Oldest()) return victim;
-    return pinned_list_.Oldest();
+    RecencyList& list = lists_[t];
+    if (list.empty()) return pinned_.Victim();  // only pinned blocks left
+    if (options_.evict_pinned_beyond_us > 0) {
+      std::int64_t next_use_us = 0;
+      if (auto v = pinned_.Victim(&next_use_us)) {
+        const std::int64_t pinned_wait = next_use_us - now_us;
+        const std::int64_t lru_idle = now_us - list.OldestUsedUs();
+        if (pinned_wait > options_.evict_pinned_beyond_us && pinned_wait > lru_idle) return v;
+      }
+    }
+    return list.Oldest();
   }
+  bool ExclusiveTiers() const override { return options_.exclusive; }
   std::optional<tiers::TierKind> DemoteTarget(tiers::TierKind from) const override {
-    if (!cascade_) return std::nullopt;
+    if (!options_.cascade) return std::nullopt;
     switch (from) {
       case tiers::TierKind::kHbm:
         return tiers::TierKind::kHost;
@@ -142,62 +368,99 @@ class LruPolicy : public ResidencyPolicy {
   }
 
  protected:
-  // Pins `chain` in the fastest tier until `until_us` (extending earlier pins). Pinned blocks that
-  // are in HBM move to their own recency list, which eviction turns to only when the unpinned
-  // list is empty; pins end through a heap of expiry times, so every operation stays O(log n).
-  void Pin(std::span<const BlockKey> chain, std::int64_t until_us) {
-    const std::size_t hbm = Index(tiers::TierKind::kHbm);
+  static constexpr unsigned kFast = 0;  // Index(kHbm)
+
+  // One waiting session is back: its pins of `chain`, which ended at `until_us` at the latest,
+  // end; a block another waiting session also pinned stays pinned.
+  void Unpin(std::span<const BlockKey> chain, std::int64_t until_us, std::int64_t now_us) {
+    if (until_us <= now_us) return;  // expired already (blocks may be pinned by others since)
     for (const BlockKey& k : chain) {
-      std::int64_t& u = pinned_until_[k];
-      if (until_us <= u) continue;
-      u = until_us;
-      expiries_.push({until_us, k});
-      if (lists_[hbm].Contains(k)) {
-        lists_[hbm].Erase(k);
-        pinned_list_.Touch(k);
+      auto it = pins_.find(k);
+      if (it == pins_.end() || it->second.until_us <= now_us || --it->second.waiters > 0) continue;
+      pins_.erase(it);
+      const RecencyList::Node* n = lists_[kFast].Find(k);
+      if (n != nullptr && n->held) {
+        pinned_.Erase(k);
+        lists_[kFast].Touch(k, now_us);
       }
     }
   }
-  [[nodiscard]] bool IsPinned(const BlockKey& key, std::int64_t now_us) const {
-    auto it = pinned_until_.find(key);
-    return it != pinned_until_.end() && it->second > now_us;
+
+  // Pins `chain` in the fastest tier for one more waiting session, expected back at
+  // `next_use_us`, until `until_us` at the latest (pins of several sessions on one block last
+  // until the last of them ends and count as needed by the first to return). Pinned blocks that
+  // are in HBM are held out of the recency order, which eviction turns to only when the unpinned
+  // list is empty (or, with evict_pinned_beyond_us, when they are needed later than its oldest
+  // block); pins time out through a map of end times, one entry per call.
+  void Pin(std::span<const BlockKey> chain, std::int64_t now_us, std::int64_t next_use_us,
+           std::int64_t until_us) {
+    std::vector<BlockKey> extended;
+    extended.reserve(chain.size());
+    for (const BlockKey& k : chain) {
+      PinState& p = pins_[k];
+      if (p.until_us <= now_us) {  // no pin, or one that has timed out
+        p.waiters = 0;
+        p.next_use_us = next_use_us;
+      } else {
+        p.next_use_us = std::min(p.next_use_us, next_use_us);
+      }
+      ++p.waiters;
+      const bool extends = until_us > p.until_us;
+      if (extends) {
+        p.until_us = until_us;
+        extended.push_back(k);
+      }
+      if ((extends || options_.pinned_by_return) && lists_[kFast].HoldIfPresent(k)) {
+        pinned_.Touch(k, p.next_use_us);  // in HBM
+      }
+    }
+    if (!extended.empty()) expiries_.emplace(until_us, std::move(extended));
   }
   void ExpirePins(std::int64_t now_us) {
-    const std::size_t hbm = Index(tiers::TierKind::kHbm);
-    while (!expiries_.empty() && expiries_.top().first <= now_us) {
-      const auto [until, key] = expiries_.top();
-      expiries_.pop();
-      auto it = pinned_until_.find(key);
-      if (it == pinned_until_.end() || it->second != until) continue;  // extended since
-      pinned_until_.erase(it);
-      if (pinned_list_.Contains(key)) {
-        // Its last use was when the pin began, before anything touched since: it returns as the
-        // least recent block.
-        pinned_list_.Erase(key);
-        lists_[hbm].PushOldest(key);
+    while (!expiries_.empty() && expiries_.begin()->first <= now_us) {
+      const std::int64_t until = expiries_.begin()->first;
+      for (const BlockKey& key : expiries_.begin()->second) {
+        auto it = pins_.find(key);
+        if (it == pins_.end() || it->second.until_us != until) continue;  // extended since
+        pins_.erase(it);
+        if (const RecencyList::Node* n = lists_[kFast].Find(key); n != nullptr && n->held) {
+          // Its last use was when the pin began, before anything touched since: it returns as
+          // the least recent block.
+          pinned_.Erase(key);
+          lists_[kFast].MoveToOldest(key);
+        }
       }
+      expiries_.erase(expiries_.begin());
     }
   }
 
   static unsigned Index(tiers::TierKind t) { return static_cast<unsigned>(t); }
 
-  absl::flat_hash_map<BlockKey, std::int64_t> pinned_until_;  // key -> pinned in HBM until
-  RecencyList pinned_list_;                                   // pinned blocks now in HBM
-  using Expiry = std::pair<std::int64_t, BlockKey>;
-  std::priority_queue<Expiry, std::vector<Expiry>, std::greater<>> expiries_;
-  const bool cascade_;
+  const Options options_;
+  struct PinState {
+    std::int64_t until_us = 0;     // pinned in HBM until (the last of the pins' ends)
+    std::int64_t next_use_us = 0;  // the first expected return among the waiting sessions
+    std::uint32_t waiters = 0;     // sessions waiting on it (Unpin ends the pin at 0)
+  };
+  absl::flat_hash_map<BlockKey, PinState> pins_;
+  PinnedBlocks pinned_;  // pinned blocks now in HBM
+  // Pin end -> the blocks whose pin ends then (unless extended since), one entry per Pin call.
+  std::multimap<std::int64_t, std::vector<BlockKey>> expiries_;
+  // Per tier, its blocks; in HBM, pinned ones are held out of the recency order (and in pinned_).
   std::array<RecencyList, kTierKinds> lists_;
+  bool in_request_ = false;    // between BeginRequest and EndRequest
+  std::uint64_t session_ = 0;  // the request's session
 };
 
 }  // namespace
 
 class TtlPinPolicy final : public LruPolicy {
  public:
-  explicit TtlPinPolicy(std::int64_t ttl_us) : LruPolicy(true), ttl_us_(ttl_us) {}
+  explicit TtlPinPolicy(std::int64_t ttl_us) : LruPolicy({.cascade = true}), ttl_us_(ttl_us) {}
   std::string_view Name() const override { return "ttl-pin"; }
   void ToolCallStarted(std::uint64_t, std::span<const BlockKey> chain, std::int64_t start_us,
                        std::int64_t) override {
-    Pin(chain, start_us + ttl_us_);
+    Pin(chain, start_us, start_us + ttl_us_, start_us + ttl_us_);
   }
 
  private:
@@ -206,25 +469,69 @@ class TtlPinPolicy final : public LruPolicy {
 
 class AgentAwarePolicy final : public LruPolicy {
  public:
-  explicit AgentAwarePolicy(std::int64_t lead_us) : LruPolicy(true), lead_us_(lead_us) {}
+  explicit AgentAwarePolicy(std::int64_t lead_us)
+      : LruPolicy({.cascade = true,
+                   .chain_order = true,
+                   .exclusive = true,
+                   .pinned_by_return = true,
+                   .evict_pinned_beyond_us = 2 * lead_us,
+                   .unpin_on_use = true,
+                   .closed_first = true}),
+        lead_us_(lead_us) {}
   std::string_view Name() const override { return "cachesvc"; }
-  void ToolCallStarted(std::uint64_t, std::span<const BlockKey> chain, std::int64_t,
-                       std::int64_t expected_end_us) override {
-    Pin(chain, expected_end_us);
-    due_.emplace(expected_end_us - lead_us_, std::vector<BlockKey>(chain.begin(), chain.end()));
+
+  // Pins the chain until the session is back (ToolCallEnded), or at most for three times the
+  // expected duration past the expected return (a session that never comes back lets go), and
+  // plans the prefetch `lead_us` before the expected return.
+  void ToolCallStarted(std::uint64_t session, std::span<const BlockKey> chain,
+                       std::int64_t start_us, std::int64_t expected_end_us) override {
+    EndWait(session, start_us);
+    const std::int64_t expected = std::max<std::int64_t>(expected_end_us - start_us, 0);
+    const std::int64_t until = expected_end_us + 3 * expected + lead_us_;
+    Pin(chain, start_us, expected_end_us, until);
+    Waiting& w = waiting_[session];
+    w.chain.assign(chain.begin(), chain.end());
+    w.until_us = until;
+    w.due = due_.emplace(expected_end_us - lead_us_, session);
+  }
+  void ToolCallEnded(std::uint64_t session, std::int64_t now_us) override {
+    EndWait(session, now_us);
+  }
+  void SessionClosed(std::uint64_t session, std::span<const BlockKey> chain,
+                     std::int64_t now_us) override {
+    EndWait(session, now_us);
+    LruPolicy::SessionClosed(session, chain, now_us);
   }
   std::vector<BlockKey> Prefetch(std::int64_t now_us) override {
+    lists_[kFast].BeginRun();  // for PrefetchFound: the chains keep their order
     std::vector<BlockKey> out;
     while (!due_.empty() && due_.begin()->first <= now_us) {
-      for (const BlockKey& k : due_.begin()->second) out.push_back(k);
+      auto w = waiting_.find(due_.begin()->second);
+      out.insert(out.end(), w->second.chain.begin(), w->second.chain.end());
+      w->second.due = due_.end();
       due_.erase(due_.begin());
     }
     return out;
   }
 
  private:
+  struct Waiting {
+    std::vector<BlockKey> chain;
+    std::int64_t until_us = 0;
+    std::multimap<std::int64_t, std::uint64_t>::iterator due;  // due_.end() once prefetched
+  };
+  // The session's wait (if any) is over: its pins end, its prefetch is off.
+  void EndWait(std::uint64_t session, std::int64_t now_us) {
+    auto it = waiting_.find(session);
+    if (it == waiting_.end()) return;
+    Unpin(it->second.chain, it->second.until_us, now_us);
+    if (it->second.due != due_.end()) due_.erase(it->second.due);
+    waiting_.erase(it);
+  }
+
   const std::int64_t lead_us_;
-  std::multimap<std::int64_t, std::vector<BlockKey>> due_;  // prefetch time -> session's chain
+  std::multimap<std::int64_t, std::uint64_t> due_;  // prefetch time -> waiting session
+  std::map<std::uint64_t, Waiting> waiting_;        // sessions waiting on a tool call
 };
 
 std::unique_ptr<ResidencyPolicy> MakeTtlPinPolicy(std::int64_t ttl_us) {
@@ -236,7 +543,7 @@ std::unique_ptr<ResidencyPolicy> MakeAgentAwarePolicy(std::int64_t lead_us) {
 }
 
 std::unique_ptr<ResidencyPolicy> MakeLruPolicy(bool cascade) {
-  return std::make_unique<LruPolicy>(cascade);
+  return std::make_unique<LruPolicy>(LruPolicy::Options{.cascade = cascade});
 }
 
 }  // namespace cachesvc

@@ -27,11 +27,15 @@ class ResidencyPolicy {
   // The name bench/run replay selects it by (lru-hbm, lru-tiered, ...).
   [[nodiscard]] virtual std::string_view Name() const = 0;
 
-  // A request for `chain` is about to be served (before any other notification about it).
-  virtual void BeginRequest(std::span<const BlockKey> chain, std::int64_t now_us) {
-    (void)chain;
-    (void)now_us;
+  // A request of `session` (0: none known) for `chain` is about to be served (before any other
+  // notification about it).
+  virtual void BeginRequest(std::uint64_t session, std::span<const BlockKey> chain,
+                            std::int64_t now_us) {
+    (void)session, (void)chain, (void)now_us;
   }
+
+  // The request begun by the last BeginRequest has been served (every block of it notified).
+  virtual void EndRequest(std::int64_t now_us) { (void)now_us; }
 
   // Session `session`'s response ended in a tool call at `start_us`, expected back at
   // `expected_end_us`; `chain` is the session's context (its blocks, in order).
@@ -39,11 +43,25 @@ class ResidencyPolicy {
                                std::int64_t start_us, std::int64_t expected_end_us) {
     (void)session, (void)chain, (void)start_us, (void)expected_end_us;
   }
+  // Session `session` was closed at `now_us` (the agent framework is done with it: a sub-agent that
+  // returned its result, a finished conversation); `chain` is its context. Its blocks that no
+  // other session uses are worth the least now.
+  virtual void SessionClosed(std::uint64_t session, std::span<const BlockKey> chain,
+                             std::int64_t now_us) {
+    (void)session, (void)chain, (void)now_us;
+  }
+  // Session `session`'s tool call ended at `now_us` (its next request follows).
+  virtual void ToolCallEnded(std::uint64_t session, std::int64_t now_us) {
+    (void)session, (void)now_us;
+  }
   // Blocks to bring into the fastest tier now (prefetch), in order. Called before each request.
   virtual std::vector<BlockKey> Prefetch(std::int64_t now_us) {
     (void)now_us;
     return {};
   }
+
+  // A block Prefetch named is already in the fastest tier.
+  virtual void PrefetchFound(const BlockKey& key, std::int64_t now_us) { (void)key, (void)now_us; }
 
   // `key` entered `tier` (inserted, promoted into it, or demoted into it).
   virtual void Added(const BlockKey& key, tiers::TierKind tier, std::int64_t now_us) = 0;
@@ -56,6 +74,11 @@ class ResidencyPolicy {
   // the incoming block is not admitted).
   [[nodiscard]] virtual std::optional<BlockKey> ChooseVictim(tiers::TierKind tier,
                                                              std::int64_t now_us) = 0;
+  // Whether a block promoted into the fastest tier gives up its copies in slower tiers (exclusive
+  // tiers: more distinct blocks fit; a later demotion writes the block again) or keeps them
+  // (inclusive: the next demotion is free).
+  [[nodiscard]] virtual bool ExclusiveTiers() const { return false; }
+
   // Where a block leaving `from` goes: a slower tier, or nullopt to drop it.
   [[nodiscard]] virtual std::optional<tiers::TierKind> DemoteTarget(tiers::TierKind from) const = 0;
 };

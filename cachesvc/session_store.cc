@@ -252,8 +252,7 @@ absl::StatusOr<std::int64_t> SessionStore::BeginToolCall(const std::string& tena
   }
   if (expected_us == 0) {
     auto t = tools_.find(tool_name);
-    expected_us = t == tools_.end() || t->second.recent_us.empty() ? kDefaultToolExpectationUs
-                                                                   : StatsOf(t->second).p50_us;
+    expected_us = t == tools_.end() ? kDefaultToolExpectationUs : t->second.Expected();
   }
   s.state = SessionState::kWaitingTool;
   s.tool = ToolCall{tool_name, now_us, expected_us};
@@ -275,9 +274,7 @@ absl::StatusOr<std::int64_t> SessionStore::EndToolCall(const std::string& tenant
   const std::int64_t elapsed = now_us - s.tool->started_us;
   const std::string tool_name = s.tool->tool_name;
   ToolHistory history = tools_[tool_name];
-  ++history.calls;
-  history.recent_us.push_back(elapsed);
-  if (history.recent_us.size() > kToolSamples) history.recent_us.erase(history.recent_us.begin());
+  history.Add(elapsed);
   s.state = SessionState::kIdle;
   s.tool.reset();
   s.last_active_us = now_us;
@@ -369,21 +366,10 @@ std::vector<Session> SessionStore::List(const std::string& tenant) const {
   return out;
 }
 
-ToolStats SessionStore::StatsOf(const ToolHistory& h) {
-  ToolStats t;
-  t.calls = h.calls;
-  if (h.recent_us.empty()) return t;
-  std::vector<std::int64_t> sorted = h.recent_us;
-  std::sort(sorted.begin(), sorted.end());
-  t.p50_us = sorted[(sorted.size() - 1) / 2];
-  t.p90_us = sorted[(sorted.size() - 1) * 9 / 10];
-  return t;
-}
-
 ToolStats SessionStore::Tool(const std::string& tool_name) const {
   tiers::MutexLock lock(&mu_);
   auto it = tools_.find(tool_name);
-  return it == tools_.end() ? ToolStats{} : StatsOf(it->second);
+  return it == tools_.end() ? ToolStats{} : it->second.Stats();
 }
 
 }  // namespace cachesvc

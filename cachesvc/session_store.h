@@ -32,6 +32,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "cachesvc/tool_history.h"
 #include "proto/block_key.h"
 #include "tiers/mutex.h"
 
@@ -77,13 +78,6 @@ struct OpenSessionArgs {
   std::vector<std::uint32_t> tokens;  // initial context, may be empty
 };
 
-// What the store has learned about one tool name.
-struct ToolStats {
-  std::uint64_t calls = 0;
-  std::int64_t p50_us = 0;
-  std::int64_t p90_us = 0;
-};
-
 class SessionStore {
  public:
   // Opens (creating if needed) the store at `path` and loads every session in it. A store that
@@ -123,16 +117,11 @@ class SessionStore {
   std::vector<Session> List(const std::string& tenant = "") const;
   ToolStats Tool(const std::string& tool_name) const;
 
-  static constexpr std::int64_t kDefaultToolExpectationUs = 4'000'000;
-  static constexpr std::size_t kToolSamples = 256;
+  static constexpr std::int64_t kDefaultToolExpectationUs = ToolHistory::kDefaultExpectationUs;
+  static constexpr std::size_t kToolSamples = ToolHistory::kSamples;
   static constexpr std::size_t kMaxClientIdBytes = 256;
 
  private:
-  struct ToolHistory {
-    std::uint64_t calls = 0;
-    std::vector<std::int64_t> recent_us;  // oldest first, at most kToolSamples
-  };
-
   explicit SessionStore(std::unique_ptr<rocksdb::DB> db);
   // The caller's session, or the error for a missing one / another tenant's / a closed one.
   absl::StatusOr<Session*> Find(const std::string& tenant, const std::string& id, bool allow_closed)
@@ -141,7 +130,6 @@ class SessionStore {
   absl::Status Commit(const Session& s, const ToolHistory* tool = nullptr,
                       const std::string* tool_name = nullptr) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::string NewId() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  static ToolStats StatsOf(const ToolHistory& h);
 
   mutable tiers::Mutex mu_;
   std::unique_ptr<rocksdb::DB> db_;

@@ -3,7 +3,12 @@
 //
 //   replay (--trace FILE | --workload agent [--seed S] [--sessions N]) --policy NAME[,NAME...]
 //          --hbm-blocks N [--host-blocks N] [--nvme-blocks N] [--users N] [--stagger-s S]
-//          [--limit REQUESTS] [--strict] [--write-workload FILE]
+//          [--limit REQUESTS] [--strict] [--write-workload FILE] [--tool-estimate exact|learned]
+//
+// --tool-estimate: what the policy is told to expect of each tool call: `exact` (the default: the
+// agent framework gives the duration, and it is right) or `learned` (no duration given; the
+// median of the tool name's durations so far, 4 s before any has ended: what the service's
+// session store does, cachesvc/tool_history.h).
 //
 // FILE: a Mooncake-format jsonl (also the generator's output), a RAGPulse 0_trace.jsonl (name
 // contains "ragpulse"), or the kv-cache-tester v8 tarball (.tar.xz, extracted beside it) or its
@@ -22,10 +27,12 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "bench/replay/agent_workload.h"
 #include "bench/replay/loaders.h"
 #include "cachesvc/cache_engine.h"
 #include "cachesvc/cost_model.h"
+#include "cachesvc/tool_history.h"
 #include "nlohmann/json.hpp"
 
 namespace {
@@ -125,9 +132,10 @@ int main(int argc, char** argv) {
       return Usage("unexpected argument '" + a + "'");
     }
   }
-  static const char* kKnown[] = {"trace",  "workload",   "seed",        "sessions",
-                                 "policy", "hbm-blocks", "host-blocks", "nvme-blocks",
-                                 "users",  "stagger-s",  "limit",       "write-workload"};
+  static const char* kKnown[] = {"trace",        "workload",   "seed",        "sessions",
+                                 "policy",       "hbm-blocks", "host-blocks", "nvme-blocks",
+                                 "users",        "stagger-s",  "limit",       "write-workload",
+                                 "tool-estimate"};
   for (const auto& [k, v] : args) {
     if (std::find(std::begin(kKnown), std::end(kKnown), k) == std::end(kKnown)) {
       return Usage("unknown option --" + k);
@@ -137,6 +145,9 @@ int main(int argc, char** argv) {
     return Usage("give one of --trace and --workload");
   if (!args.count("policy") || !args.count("hbm-blocks"))
     return Usage("--policy and --hbm-blocks are required");
+  const std::string estimate = args.count("tool-estimate") ? args["tool-estimate"] : "exact";
+  if (estimate != "exact" && estimate != "learned")
+    return Usage("--tool-estimate is exact or learned");
   cachesvc::TierCapacity capacity;
   absl::StatusOr<Trace> trace = absl::UnknownError("not loaded");
   try {
@@ -153,6 +164,17 @@ int main(int argc, char** argv) {
   }
   for (const std::string& w : trace->warnings) std::cerr << "replay: " << w << "\n";
 
+  // A session's last request closes it (what an agent framework does when a sub-agent returns
+  // its result or a conversation ends), unless it ends in a tool call that never returns.
+  std::vector<bool> closes(trace->requests.size(), false);
+  {
+    absl::flat_hash_map<std::uint64_t, std::size_t> last;
+    for (std::size_t i = 0; i < trace->requests.size(); ++i) {
+      if (trace->requests[i].session != 0) last[trace->requests[i].session] = i;
+    }
+    for (const auto& [session, i] : last) closes[i] = true;
+  }
+
   std::stringstream names(args["policy"]);
   for (std::string name; std::getline(names, name, ',');) {
     auto policy = MakePolicy(name, *trace);
@@ -167,14 +189,33 @@ int main(int argc, char** argv) {
     std::vector<double> ttft_us, resume_ttft_us;
     ttft_us.reserve(trace->requests.size());
     std::vector<std::uint8_t> hit_tiers;
+    // With learned estimates: the tool calls in flight (session -> tool name, start) and what
+    // has been learned per tool name from the calls that ended.
+    absl::flat_hash_map<std::uint64_t, std::pair<std::string, std::int64_t>> in_flight;
+    absl::flat_hash_map<std::string, cachesvc::ToolHistory> learned;
     const auto start = std::chrono::steady_clock::now();
-    for (const TraceRequest& r : trace->requests) {
+    for (std::size_t ri = 0; ri < trace->requests.size(); ++ri) {
+      const TraceRequest& r = trace->requests[ri];
+      // Prefetches due by now first: the daemon runs them on a timer, at their due time.
       engine.Prefetch(r.t_us);
-      hit_tiers.resize(r.blocks.size());
-      const cachesvc::ServeResult s = engine.Serve(r.blocks, r.t_us, hit_tiers);
-      if (r.tool_start_us && r.tool_end_us) {
-        engine.ToolCallStarted(r.session, r.blocks, *r.tool_start_us, *r.tool_end_us);
+      if (r.resume) {
+        engine.ToolCallEnded(r.session, r.t_us);
+        if (auto it = in_flight.find(r.session); it != in_flight.end()) {
+          learned[it->second.first].Add(r.t_us - it->second.second);
+          in_flight.erase(it);
+        }
       }
+      hit_tiers.resize(r.blocks.size());
+      const cachesvc::ServeResult s = engine.Serve(r.blocks, r.t_us, hit_tiers, r.session);
+      if (r.tool_start_us && r.tool_end_us) {
+        std::int64_t expected_end = *r.tool_end_us;
+        if (estimate == "learned") {
+          expected_end = *r.tool_start_us + learned[r.tool_name].Expected();
+          in_flight[r.session] = {r.tool_name, *r.tool_start_us};
+        }
+        engine.ToolCallStarted(r.session, r.blocks, *r.tool_start_us, expected_end);
+      }
+      if (closes[ri]) engine.SessionClosed(r.session, r.blocks, r.t_us);
       blocks += r.blocks.size();
       hit_blocks += s.prefix_hits;
       fast_hits += s.hits_from[fastest];
@@ -196,6 +237,7 @@ int main(int argc, char** argv) {
     const nlohmann::json out = {
         {"trace", std::filesystem::path(trace->name).filename().string()},
         {"policy", name},
+        {"tool_estimate", estimate},
         {"hbm_blocks", capacity.blocks[0]},
         {"host_blocks", capacity.blocks[1]},
         {"nvme_blocks", capacity.blocks[2]},

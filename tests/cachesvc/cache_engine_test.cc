@@ -9,6 +9,7 @@
 #include <set>
 #include <vector>
 
+#include "cachesvc/tool_history.h"
 #include "nlohmann/json.hpp"
 
 namespace cachesvc {
@@ -238,16 +239,126 @@ TEST(ToolCallPolicyTest, AgentAwarePrefetchesADemotedSessionBeforeItsReturn) {
   CacheEngine engine(&index, policy.get(), Capacity(2, 100, 0));
   engine.Serve(Keys({1, 2}), 0);
   engine.ToolCallStarted(7, Keys({1, 2}), 1, 100);  // expected back at 100
-  // Other traffic: 3 finds nothing unpinned and demotes the session's oldest block (1); 4 then
-  // evicts 3, the oldest unpinned block.
+  // Other traffic: 3 finds only pinned blocks and demotes one (the head, pinned first); 4 then
+  // demotes the other, since it is needed 90 us from now, later than 3 (just used) may be.
   engine.Serve(Keys({3, 4}), 10);
   EXPECT_FALSE(index.Get(Key(1))->In(TierKind::kHbm));
-  EXPECT_TRUE(index.Get(Key(2))->In(TierKind::kHbm));
+  EXPECT_FALSE(index.Get(Key(2))->In(TierKind::kHbm));
   EXPECT_EQ(engine.Prefetch(50), 0u) << "not due yet";
-  EXPECT_EQ(engine.Prefetch(96), 1u) << "due at 100 - 5: block 1 comes back, 2 never left";
+  EXPECT_EQ(engine.Prefetch(96), 2u) << "due at 100 - 5: both come back";
   const ServeResult r = engine.Serve(Keys({1, 2}), 100);
   EXPECT_EQ(r.hits_from[static_cast<unsigned>(TierKind::kHbm)], 2u) << "the resume hits in HBM";
-  EXPECT_EQ(engine.stats().prefetched, 1u);
+  EXPECT_EQ(engine.stats().prefetched, 2u);
+}
+
+// The agent-aware policy's parts, each on a scenario small enough to see the right answer.
+
+bool InHbm(const BlockIndex& index, std::uint64_t id) {
+  const auto e = index.Get(Key(id));
+  return e && e->In(TierKind::kHbm);
+}
+
+TEST(AgentAwarePolicyTest, AChainLeavesFromItsTail) {
+  BlockIndex index;
+  auto policy = MakeAgentAwarePolicy(/*lead_us=*/5);
+  CacheEngine engine(&index, policy.get(), Capacity(3));
+  engine.Serve(Keys({1, 2, 3}), 1);
+  engine.Serve(Keys({4}), 2);  // one must go: the tail (3), not the head (1) plain LRU drops
+  EXPECT_TRUE(InHbm(index, 1));
+  EXPECT_TRUE(InHbm(index, 2));
+  EXPECT_FALSE(index.Contains(Key(3)));
+  EXPECT_EQ(engine.Serve(Keys({1, 2, 3}), 3).prefix_hits, 2u);
+}
+
+TEST(AgentAwarePolicyTest, PromotionGivesUpTheSlowerCopy) {
+  BlockIndex index;
+  auto policy = MakeAgentAwarePolicy(5);
+  CacheEngine engine(&index, policy.get(), Capacity(1, 10));
+  engine.Serve(Keys({1}), 1);
+  engine.Serve(Keys({2}), 2);  // 1 demoted to host
+  const ServeResult r = engine.Serve(Keys({1}), 3);
+  EXPECT_EQ(r.hits_from[static_cast<unsigned>(TierKind::kHost)], 1u);
+  EXPECT_EQ(index.Get(Key(1))->tiers, TierBit(TierKind::kHbm)) << "exclusive: no host copy left";
+  EXPECT_EQ(engine.Used(TierKind::kHost), 1u) << "only 2, demoted to make room";
+}
+
+TEST(AgentAwarePolicyTest, WhenOnlyPinnedBlocksAreLeftTheLatestReturnLeaves) {
+  BlockIndex index;
+  auto policy = MakeAgentAwarePolicy(5);
+  CacheEngine engine(&index, policy.get(), Capacity(2, 100));
+  engine.Serve(Keys({1}), 0, {}, /*session=*/1);
+  engine.ToolCallStarted(1, Keys({1}), 0, 1000);  // back late
+  engine.Serve(Keys({2}), 0, {}, 2);
+  engine.ToolCallStarted(2, Keys({2}), 0, 8);  // back soon
+  engine.Serve(Keys({3}), 1);
+  EXPECT_FALSE(InHbm(index, 1)) << "session 1 returns last";
+  EXPECT_TRUE(InHbm(index, 2));
+}
+
+TEST(AgentAwarePolicyTest, APinnedBlockNeededLaterThanAnIdleOneLeavesFirst) {
+  BlockIndex index;
+  auto policy = MakeAgentAwarePolicy(5);  // pinned blocks due more than 10 us ahead may leave
+  CacheEngine engine(&index, policy.get(), Capacity(2, 100));
+  engine.Serve(Keys({1}), 0, {}, 1);
+  engine.ToolCallStarted(1, Keys({1}), 0, 1000);
+  engine.Serve(Keys({2}), 100);
+  engine.Serve(Keys({3}), 101);  // 2 idle 1 us, 1 needed in 899 us: 1 goes (and comes back)
+  EXPECT_FALSE(InHbm(index, 1));
+  EXPECT_TRUE(InHbm(index, 2));
+  EXPECT_EQ(engine.Prefetch(996), 1u) << "due 5 us before the return";
+  EXPECT_TRUE(InHbm(index, 1));
+
+  // The other way round: a block idle longer than the pinned one has to wait goes instead.
+  BlockIndex index2;
+  auto policy2 = MakeAgentAwarePolicy(5);
+  CacheEngine engine2(&index2, policy2.get(), Capacity(2, 100));
+  engine2.Serve(Keys({2}), 0);
+  engine2.Serve(Keys({1}), 500, {}, 1);
+  engine2.ToolCallStarted(1, Keys({1}), 500, 600);
+  engine2.Serve(Keys({3}), 501);  // 2 idle 501 us, 1 needed in 99 us: 2 goes
+  EXPECT_TRUE(InHbm(index2, 1));
+  EXPECT_FALSE(InHbm(index2, 2));
+}
+
+TEST(AgentAwarePolicyTest, ABlockSharedByTwoWaitingSessionsStaysPinnedUntilBothReturn) {
+  BlockIndex index;
+  auto policy = MakeAgentAwarePolicy(5);
+  CacheEngine engine(&index, policy.get(), Capacity(3, 100));
+  engine.Serve(Keys({1, 2}), 0, {}, 1);
+  engine.Serve(Keys({1, 3}), 0, {}, 2);
+  engine.ToolCallStarted(1, Keys({1, 2}), 0, 50);
+  engine.ToolCallStarted(2, Keys({1, 3}), 0, 60);
+  engine.ToolCallEnded(1, 50);  // session 1 is back; 2 still waits on block 1
+  engine.Serve(Keys({4}), 55);  // HBM full: 2 (no longer pinned) goes, not 1 or 3
+  EXPECT_TRUE(InHbm(index, 1));
+  EXPECT_TRUE(InHbm(index, 3));
+  EXPECT_FALSE(InHbm(index, 2));
+}
+
+TEST(AgentAwarePolicyTest, AClosedSessionsOwnBlocksGoFirstButNotSharedOnes) {
+  BlockIndex index;
+  auto policy = MakeAgentAwarePolicy(5);
+  CacheEngine engine(&index, policy.get(), Capacity(4));
+  engine.Serve(Keys({1, 2}), 0, {}, 1);  // 1 is shared with session 2
+  engine.Serve(Keys({1, 3}), 1, {}, 2);
+  engine.Serve(Keys({4}), 2, {}, 3);
+  engine.SessionClosed(1, Keys({1, 2}), 3);
+  engine.Serve(Keys({5}), 4, {}, 3);  // 2 is the closed session's own block: it goes
+  EXPECT_FALSE(index.Contains(Key(2)));
+  EXPECT_TRUE(InHbm(index, 1));
+  EXPECT_TRUE(InHbm(index, 3));
+}
+
+TEST(ToolHistoryTest, PlansWithTheMedianOfRecentCalls) {
+  ToolHistory h;
+  EXPECT_EQ(h.Expected(), ToolHistory::kDefaultExpectationUs);
+  for (std::int64_t d : {5, 1, 3}) h.Add(d);
+  EXPECT_EQ(h.Expected(), 3);
+  EXPECT_EQ(h.Stats().calls, 3u);
+  for (int i = 0; i < 1000; ++i) h.Add(100);
+  EXPECT_EQ(h.recent_us.size(), ToolHistory::kSamples);
+  EXPECT_EQ(h.Stats().p90_us, 100);
+  EXPECT_EQ(h.Stats().calls, 1003u);
 }
 
 }  // namespace

@@ -16,6 +16,32 @@ std::vector<uint32_t> Iota(std::size_t n, uint32_t start = 0) {
   return v;
 }
 
+// Keys order as byte strings and compare equal only when every byte does, whatever the words
+// the comparison reads them as (regression guard for the word-wise operators).
+TEST(BlockKeyTest, OrderIsByteOrderAndEqualityIsEveryByte) {
+  std::vector<BlockKey> keys;
+  for (std::size_t byte : {0u, 7u, 8u, 15u}) {
+    for (std::uint8_t v : {std::uint8_t{1}, std::uint8_t{0x80}, std::uint8_t{0xff}}) {
+      BlockKey k;
+      k.bytes[byte] = v;
+      keys.push_back(k);
+    }
+  }
+  for (const BlockKey& a : keys) {
+    for (const BlockKey& b : keys) {
+      EXPECT_EQ(a == b, a.bytes == b.bytes);
+      EXPECT_EQ(a < b, a.bytes < b.bytes) << a.Hex() << " " << b.Hex();
+      EXPECT_EQ(a > b, a.bytes > b.bytes);
+    }
+  }
+  absl::flat_hash_set<BlockKey> set(keys.begin(), keys.end());
+  EXPECT_EQ(set.size(), keys.size());
+  BlockKey copy = keys[5];
+  EXPECT_TRUE(set.contains(copy));
+  copy.bytes[15] ^= 1;
+  EXPECT_NE(copy, keys[5]);
+}
+
 TEST(BlockKeyTest, OnlyFullBlocksHaveKeys) {
   const BlockKey seed = KeyChainSeed("salt", 42);
   for (std::size_t n : {0u, 1u, 15u, 16u, 17u, 31u, 32u, 100u}) {
