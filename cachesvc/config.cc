@@ -8,6 +8,7 @@
 #include <cstring>
 #include <fstream>
 #include <sstream>
+#include <utility>
 #include <variant>
 
 #include "fmt/format.h"
@@ -38,21 +39,74 @@ bool ParseInt(std::string_view text, Int& out) {
   return err == std::errc() && end == text.data() + text.size() && !text.empty();
 }
 
-absl::Status CheckListen(const Config& c) {
-  std::string_view addr = c.listen;
+// host:port or [ipv6]:port (and unix:/path when `allow_unix`).
+absl::Status CheckAddress(std::string_view addr, bool allow_unix) {
   if (addr.starts_with("unix:")) {
+    if (!allow_unix) {
+      return absl::InvalidArgumentError(
+          fmt::format("'{}': a unix: address is not accepted here; give host:port", addr));
+    }
     if (addr.size() == 5) return absl::InvalidArgumentError("unix: address needs a path");
     return absl::OkStatus();
   }
   const auto colon = addr.rfind(':');
   if (colon == std::string_view::npos || colon == 0) {
-    return absl::InvalidArgumentError(
-        fmt::format("'{}' is not host:port, [ipv6]:port or unix:/path", addr));
+    return absl::InvalidArgumentError(fmt::format("'{}' is not host:port, [ipv6]:port{}", addr,
+                                                  allow_unix ? " or unix:/path" : ""));
   }
   int port = 0;
   if (!ParseInt(addr.substr(colon + 1), port) || port < 0 || port > 65535) {
     return absl::InvalidArgumentError(
         fmt::format("'{}' has no port in 0..65535 after the last ':'", addr));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckListen(const Config& c) { return CheckAddress(c.listen, /*allow_unix=*/true); }
+
+// An address that may also be "" (the feature turned off).
+absl::Status CheckOptionalAddress(const std::string& addr) {
+  if (addr.empty()) return absl::OkStatus();
+  return CheckAddress(addr, /*allow_unix=*/false);
+}
+
+// A UCX_TLS list: comma-separated names, optionally led by '^' (all but these). UCX itself checks
+// the names when the data plane starts; this catches what can never be one (spaces, empty items).
+absl::Status CheckUcxTransports(const Config& c) {
+  std::string_view list = c.ucx_transports;
+  if (list.empty()) return absl::OkStatus();
+  if (list.starts_with('^')) list.remove_prefix(1);
+  const bool chars_ok = std::all_of(list.begin(), list.end(), [](char ch) {
+    return std::isalnum(static_cast<unsigned char>(ch)) != 0 || ch == '_' || ch == ',' ||
+           ch == '-' || ch == ':';
+  });
+  const bool items_ok = !list.empty() && !list.starts_with(',') && !list.ends_with(',') &&
+                        list.find(",,") == std::string_view::npos;
+  if (chars_ok && items_ok) return absl::OkStatus();
+  return absl::InvalidArgumentError(fmt::format(
+      "'{}' is not a comma-separated list of UCX transport names (e.g. \"tcp\", \"rc,sm,self\", "
+      "\"^ud\")",
+      c.ucx_transports));
+}
+
+// tls_cert_path and tls_key_path: both or neither, and each a readable PEM file.
+absl::Status CheckTlsFile(const std::string& path, std::string_view other_key,
+                          const std::string& other) {
+  if (path.empty()) return absl::OkStatus();
+  if (other.empty()) {
+    return absl::InvalidArgumentError(
+        fmt::format("is set but {} is not; give both or neither", other_key));
+  }
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::InvalidArgumentError(
+        fmt::format("cannot read '{}': {}", path, std::strerror(errno)));
+  }
+  std::stringstream content;
+  content << in.rdbuf();
+  if (content.str().find("-----BEGIN ") == std::string::npos) {
+    return absl::InvalidArgumentError(
+        fmt::format("'{}' holds no PEM block (-----BEGIN ...)", path));
   }
   return absl::OkStatus();
 }
@@ -99,7 +153,7 @@ absl::Status CheckOneOf(const std::string& value, std::initializer_list<std::str
   return absl::InvalidArgumentError(fmt::format("'{}' is not one of {}", value, list));
 }
 
-const std::array<KeySpec, 15> kKeys = {{
+const std::array<KeySpec, 22> kKeys = {{
     {"listen",
      "gRPC listen address: host:port, [ipv6]:port or unix:/path; port 0 picks a free port",
      &Config::listen, CheckListen},
@@ -114,6 +168,35 @@ const std::array<KeySpec, 15> kKeys = {{
     {"max_message_bytes", "largest gRPC message received or sent, in bytes (4096..1073741824)",
      &Config::max_message_bytes,
      [](const Config& c) { return CheckRange(c.max_message_bytes, 4096, std::int64_t{1} << 30); }},
+    {"metrics_listen",
+     "address of the Prometheus /metrics HTTP endpoint, host:port or [ipv6]:port; empty: no "
+     "endpoint",
+     &Config::metrics_listen,
+     [](const Config& c) { return CheckOptionalAddress(c.metrics_listen); }},
+    {"ucx_listen",
+     "address of the UCX data plane listener, ip:port or [ipv6]:port (port 0 picks one); empty: "
+     "no UCX data plane",
+     &Config::ucx_listen, [](const Config& c) { return CheckOptionalAddress(c.ucx_listen); }},
+    {"ucx_transports",
+     "UCX transports of the data plane (UCX_TLS syntax, e.g. tcp or rc,sm,self); empty: UCX's "
+     "default",
+     &Config::ucx_transports, CheckUcxTransports},
+    {"lease_timeout_ms",
+     "milliseconds after which a client's lease on a block lapses unless renewed (1..86400000)",
+     &Config::lease_timeout_ms,
+     [](const Config& c) { return CheckRange(c.lease_timeout_ms, 1, 86'400'000); }},
+    {"tls_cert_path",
+     "PEM certificate chain for the gRPC port; with tls_key_path the port serves TLS only; empty: "
+     "plaintext",
+     &Config::tls_cert_path,
+     [](const Config& c) { return CheckTlsFile(c.tls_cert_path, "tls_key_path", c.tls_key_path); }},
+    {"tls_key_path", "PEM private key for tls_cert_path (both or neither)", &Config::tls_key_path,
+     [](const Config& c) {
+       return CheckTlsFile(c.tls_key_path, "tls_cert_path", c.tls_cert_path);
+     }},
+    {"keep_volatile_on_exit",
+     "on SIGTERM/SIGINT write the host tier's blocks to NVMe before exiting (true or false)",
+     &Config::keep_volatile_on_exit, [](const Config&) { return absl::OkStatus(); }},
     {"tiers.host.capacity_bytes",
      "bytes of host (or CXL) memory for blocks, rounded down to whole slot_max_bytes chunks; 0 "
      "leaves the tier out",
@@ -260,13 +343,143 @@ absl::Status SetFromToml(Config& config, const KeySpec& key, const toml::node& n
   return absl::OkStatus();
 }
 
+constexpr std::string_view kTenantsKey = "tenants";
+
+// The quota keys of a tenant table and the field each sets.
+constexpr std::array<std::pair<std::string_view, std::int64_t TenantQuota::*>, 4> kQuotaKeys = {{
+    {"quota_hbm_bytes", &TenantQuota::hbm_bytes},
+    {"quota_host_bytes", &TenantQuota::host_bytes},
+    {"quota_nvme_bytes", &TenantQuota::nvme_bytes},
+    {"quota_sessions", &TenantQuota::sessions},
+}};
+
+std::string TenantKey(std::size_t i, std::string_view key) {
+  return fmt::format("{}[{}].{}", kTenantsKey, i, key);
+}
+
+// Reads and checks the i-th `[[tenants]]` table.
+absl::StatusOr<TenantConfig> ReadTenant(const toml::table& table, std::size_t i,
+                                        const std::string& origin) {
+  TenantConfig tenant;
+  bool has_name = false, has_tokens = false;
+  for (const auto& [k, node] : table) {
+    const std::string_view key = k.str();
+    const std::string name = TenantKey(i, key);
+    auto type_error = [&](std::string_view want, const toml::node& got) {
+      return KeyError(name, origin, fmt::format("expected {}, got {}", want, TomlTypeName(got)));
+    };
+    const auto quota = std::find_if(kQuotaKeys.begin(), kQuotaKeys.end(),
+                                    [key](const auto& q) { return q.first == key; });
+    if (key == "name" || key == "codec") {
+      const auto* v = node.as_string();
+      if (v == nullptr) return type_error("a string", node);
+      const absl::Status s = key == "name" ? CheckTenantName(v->get()) : CheckTenantCodec(v->get());
+      if (!s.ok()) return KeyError(name, origin, std::string(s.message()));
+      (key == "name" ? tenant.name : tenant.codec) = v->get();
+      has_name = has_name || key == "name";
+    } else if (key == "token_sha256") {
+      const auto* list = node.as_array();
+      if (list == nullptr) return type_error("an array of strings", node);
+      for (std::size_t j = 0; j < list->size(); ++j) {
+        const auto* v = (*list)[j].as_string();
+        if (v == nullptr) {
+          return KeyError(
+              name, origin,
+              fmt::format("element {}: expected a string, got {}", j, TomlTypeName((*list)[j])));
+        }
+        if (absl::Status s = CheckTokenSha256(v->get()); !s.ok()) {
+          return KeyError(name, origin, fmt::format("element {}: {}", j, std::string(s.message())));
+        }
+        std::string hex = v->get();
+        for (char& c : hex) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        if (std::find(tenant.token_sha256.begin(), tenant.token_sha256.end(), hex) !=
+            tenant.token_sha256.end()) {
+          return KeyError(name, origin, fmt::format("element {}: '{}' is listed twice", j, hex));
+        }
+        tenant.token_sha256.push_back(std::move(hex));
+      }
+      if (tenant.token_sha256.empty()) {
+        return KeyError(name, origin,
+                        "is empty; a tenant needs at least one token hash (`cachectl hash-token`)");
+      }
+      has_tokens = true;
+    } else if (quota != kQuotaKeys.end()) {
+      const auto* v = node.as_integer();
+      if (v == nullptr) return type_error("an integer", node);
+      if (absl::Status s = CheckTenantQuota(v->get()); !s.ok()) {
+        return KeyError(name, origin, std::string(s.message()));
+      }
+      tenant.quota.*(quota->second) = v->get();
+    } else {
+      return absl::InvalidArgumentError(fmt::format(
+          "unknown config key '{}' in {} (a tenant takes name, token_sha256, quota_hbm_bytes, "
+          "quota_host_bytes, quota_nvme_bytes, quota_sessions, codec)",
+          name, origin));
+    }
+  }
+  if (!has_name) return KeyError(TenantKey(i, "name"), origin, "missing; every tenant needs one");
+  if (!has_tokens) {
+    return KeyError(TenantKey(i, "token_sha256"), origin,
+                    "missing; a tenant needs at least one token hash (`cachectl hash-token`)");
+  }
+  return tenant;
+}
+
+// `tenants`: an array of tables, each a tenant; names unique and no token shared by two tenants.
+absl::Status ApplyTenants(Config& config, ConfigOrigins& origins, const toml::node& node,
+                          const std::string& origin) {
+  const auto* list = node.as_array();
+  if (list == nullptr) {
+    return KeyError(
+        kTenantsKey, origin,
+        fmt::format("expected an array of tables ([[tenants]]), got {}", TomlTypeName(node)));
+  }
+  std::vector<TenantConfig> tenants;
+  for (std::size_t i = 0; i < list->size(); ++i) {
+    const auto* table = (*list)[i].as_table();
+    if (table == nullptr) {
+      return KeyError(fmt::format("{}[{}]", kTenantsKey, i), origin,
+                      fmt::format("expected a table, got {}", TomlTypeName((*list)[i])));
+    }
+    absl::StatusOr<TenantConfig> tenant = ReadTenant(*table, i, origin);
+    if (!tenant.ok()) return tenant.status();
+    for (std::size_t j = 0; j < tenants.size(); ++j) {
+      if (tenants[j].name == tenant->name) {
+        return KeyError(TenantKey(i, "name"), origin,
+                        fmt::format("'{}' is also the name of tenants[{}]", tenant->name, j));
+      }
+      for (const std::string& hex : tenant->token_sha256) {
+        if (std::find(tenants[j].token_sha256.begin(), tenants[j].token_sha256.end(), hex) !=
+            tenants[j].token_sha256.end()) {
+          return KeyError(TenantKey(i, "token_sha256"), origin,
+                          fmt::format("'{}' is also a token of tenants[{}] ('{}'); a token must "
+                                      "name one tenant",
+                                      hex, j, tenants[j].name));
+        }
+      }
+    }
+    tenants.push_back(*std::move(tenant));
+  }
+  config.tenants = std::move(tenants);
+  origins[std::string(kTenantsKey)] = origin;
+  return absl::OkStatus();
+}
+
+// Tenants have no environment or flag form; say so instead of "unknown key".
+absl::Status TenantsOnlyFromFile(std::string_view where) {
+  return absl::InvalidArgumentError(fmt::format(
+      "{}: tenants are configured only in the config file, as [[tenants]] tables", where));
+}
+
 // Applies every leaf of `table` (keys may be dotted through sub-tables) and rejects unknown ones.
 absl::Status ApplyTable(Config& config, ConfigOrigins& origins, const toml::table& table,
                         const std::string& prefix, const std::string& origin) {
   for (const auto& [k, node] : table) {
     const std::string name =
         prefix.empty() ? std::string(k.str()) : fmt::format("{}.{}", prefix, k.str());
-    if (const KeySpec* key = FindKey(name)) {
+    if (prefix.empty() && k.str() == kTenantsKey) {
+      if (absl::Status s = ApplyTenants(config, origins, node, origin); !s.ok()) return s;
+    } else if (const KeySpec* key = FindKey(name)) {
       if (absl::Status s = SetFromToml(config, *key, node); !s.ok()) {
         return KeyError(name, origin, std::string(s.message()));
       }
@@ -337,11 +550,15 @@ absl::StatusOr<Config> LoadConfig(const ConfigInputs& inputs, ConfigOrigins* ori
   Config config;
   ConfigOrigins origins;
   for (const KeySpec& k : kKeys) origins[std::string(k.name)] = "default";
+  origins[std::string(kTenantsKey)] = "default";
 
   if (inputs.file) {
     if (absl::Status s = ApplyFile(config, origins, *inputs.file); !s.ok()) return s;
   }
   for (const auto& [var, text] : inputs.env) {
+    if (var.starts_with("CACHESVC_TENANTS")) {
+      return TenantsOnlyFromFile(fmt::format("environment variable {}", var));
+    }
     const KeySpec* key = nullptr;
     for (const KeySpec& k : kKeys) {
       if (EnvName(k.name) == var) key = &k;
@@ -357,6 +574,7 @@ absl::StatusOr<Config> LoadConfig(const ConfigInputs& inputs, ConfigOrigins* ori
     origins[std::string(key->name)] = origin;
   }
   for (const auto& [name, text] : inputs.flags) {
+    if (name.starts_with(kTenantsKey)) return TenantsOnlyFromFile(fmt::format("flag --{}", name));
     const KeySpec* key = FindKey(name);
     if (key == nullptr)
       return absl::InvalidArgumentError(fmt::format("unknown config key '{}'", name));
@@ -390,6 +608,25 @@ std::string DescribeConfig(const Config& config, const ConfigOrigins& origins) {
     auto it = origins.find(k.name);
     out +=
         fmt::format("{} = {}  # {}\n", k.name, value, it == origins.end() ? "default" : it->second);
+  }
+  // Last: after a [[tenants]] header every key belongs to that table.
+  auto it = origins.find(kTenantsKey);
+  const std::string origin = it == origins.end() ? "default" : it->second;
+  if (config.tenants.empty()) {
+    out += fmt::format(
+        "# tenants: none (open mode: one implicit tenant 'default', no token needed)  # {}\n",
+        origin);
+  }
+  for (const TenantConfig& t : config.tenants) {
+    std::string tokens;
+    for (const std::string& hex : t.token_sha256) {
+      tokens += fmt::format("{}{}", tokens.empty() ? "" : ", ", TomlQuote(hex));
+    }
+    out += fmt::format("[[tenants]]  # {}\nname = {}\ntoken_sha256 = [{}]\n", origin,
+                       TomlQuote(t.name), tokens);
+    for (const auto& [key, field] : kQuotaKeys)
+      out += fmt::format("{} = {}\n", key, t.quota.*field);
+    out += fmt::format("codec = {}\n", TomlQuote(t.codec));
   }
   return out;
 }

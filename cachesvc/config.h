@@ -7,6 +7,10 @@
 // value of the wrong type, an unreadable or malformed file, or a value out of range is an
 // INVALID_ARGUMENT whose message names the key and where the value came from.
 // docs/configuration.md lists every key; keep it in step with kKeys in config.cc.
+//
+// Tenants are the one exception to "one name, one variable, one flag": they are a list of tables
+// (`[[tenants]]`) and come only from the file; a CACHESVC_TENANTS* variable or a `tenants` flag is
+// refused. Each tenant's keys are checked like any other (`tenants[i].key` names the bad one).
 #pragma once
 
 #include <cstdint>
@@ -17,6 +21,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "cachesvc/tenants.h"
 
 namespace cachesvc {
 
@@ -26,6 +31,13 @@ struct Config {
   std::string log_level = "info";     // trace, debug, info, warn, error, off
   std::int64_t drain_timeout_s = 10;  // how long shutdown waits for calls in flight
   std::int64_t max_message_bytes = 64 << 20;
+  std::string metrics_listen = "127.0.0.1:9464";  // Prometheus /metrics over HTTP; "" = off
+  std::string ucx_listen = "127.0.0.1:0";         // UCX data plane listener; "" = off
+  std::string ucx_transports;                     // UCX_TLS for the data plane; "" = UCX's default
+  std::int64_t lease_timeout_ms = 30000;          // a lease not renewed this long is released
+  std::string tls_cert_path;  // PEM certificate chain; with tls_key_path, gRPC serves TLS only
+  std::string tls_key_path;   // PEM private key; both or neither
+  bool keep_volatile_on_exit = true;  // on SIGTERM, write the host tier's blocks to NVMe first
 
   // Tiers (docs/tiers.md). A capacity of 0 leaves that tier out.
   std::int64_t host_capacity_bytes = std::int64_t{1} << 30;
@@ -38,6 +50,9 @@ struct Config {
   bool nvme_direct_io = true;
   std::int64_t slot_min_bytes = 16 << 10;  // smallest slot size class
   std::int64_t slot_max_bytes = 64 << 20;  // largest slot size class (and chunk size)
+
+  // `[[tenants]]` from the file only; empty = open mode (cachesvc/tenants.h).
+  std::vector<TenantConfig> tenants;
 };
 
 // What one key is, for flag registration, help text and docs.

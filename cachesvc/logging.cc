@@ -11,6 +11,10 @@ absl::Status SetUpLogging(std::string_view level) {
   if (parsed == spdlog::level::off && level != "off") {
     return absl::InvalidArgumentError(fmt::format("unknown log level '{}'", level));
   }
+  if (auto existing = spdlog::get("cachesvc")) {  // a reload: only the level changes
+    existing->set_level(parsed);
+    return absl::OkStatus();
+  }
   auto logger = spdlog::stderr_logger_mt("cachesvc");
   logger->set_pattern("%Y-%m-%dT%H:%M:%S.%eZ %l %v", spdlog::pattern_time_type::utc);
   logger->set_level(parsed);

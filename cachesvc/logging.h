@@ -10,7 +10,8 @@
 
 namespace cachesvc {
 
-// `level` is one of trace, debug, info, warn, error, off (config key log_level).
+// `level` is one of trace, debug, info, warn, error, off (config key log_level). Called again
+// (SIGHUP), it changes the level only.
 absl::Status SetUpLogging(std::string_view level);
 
 }  // namespace cachesvc

@@ -46,6 +46,7 @@ int Run(int argc, char** argv) {
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGTERM);
   sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGHUP);  // reload, taken by the same sigwait
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
   CLI::App app{"cachesvc: agent-aware KV-cache service for LLM inference", "cachesvc"};
@@ -103,7 +104,7 @@ int Run(int argc, char** argv) {
 
   cachesvc::DaemonInfo info{fmt::format("{} ({})", cachesvc::kVersion, cachesvc::kGitCommit),
                             absl::ToUnixMillis(absl::Now()), !gpus.devices.empty()};
-  auto server = cachesvc::Server::Start(*config, std::move(info), tiers->get());
+  auto server = cachesvc::Server::Start(*config, std::move(info), tiers->get(), data_dir->path());
   if (!server.ok()) return Fail(kExitUsage, std::string(server.status().message()));
   for (const auto& gpu : gpus.devices) {
     spdlog::info("gpu {}: {} (sm_{}, {} MiB)", gpu.index, gpu.name, gpu.compute_capability,
@@ -117,11 +118,41 @@ int Run(int argc, char** argv) {
   if (const auto* r = (*tiers)->nvme_recovery(); r != nullptr && r->started_cold) {
     spdlog::warn("tier nvme started cold: {}", r->cold_reason);
   }
-  spdlog::info("cachesvc {} listening on {} (data_dir {})", cachesvc::kVersion,
-               (*server)->address(), data_dir->path().string());
+  spdlog::info("cachesvc {} listening on {} (data_dir {}, ucx {}, metrics {})", cachesvc::kVersion,
+               (*server)->address(), data_dir->path().string(),
+               (*server)->ucx_address().empty() ? "off" : (*server)->ucx_address(),
+               (*server)->metrics_address().empty() ? "off" : (*server)->metrics_address());
 
   int signal_number = 0;
-  sigwait(&stop_signals, &signal_number);
+  for (;;) {
+    sigwait(&stop_signals, &signal_number);
+    if (signal_number != SIGHUP) break;
+    // SIGHUP: reload what can change live (log level, tenants' tokens, quotas, codecs); say what
+    // could not (everything else needs a restart).
+    absl::StatusOr<cachesvc::Config> fresh = cachesvc::LoadConfig(inputs);
+    if (!fresh.ok()) {
+      spdlog::error("SIGHUP: configuration not reloaded: {}",
+                    std::string(fresh.status().message()));
+      continue;
+    }
+    if (absl::Status s = cachesvc::SetUpLogging(fresh->log_level); !s.ok()) {
+      spdlog::error("SIGHUP: log_level: {}", std::string(s.message()));
+    }
+    auto changes = (*server)->Reload(*fresh);
+    if (!changes.ok()) {
+      spdlog::error("SIGHUP: tenants not reloaded: {}", std::string(changes.status().message()));
+    } else {
+      spdlog::info("SIGHUP: reloaded (log_level {}; tenants: {})", fresh->log_level, *changes);
+    }
+    cachesvc::Config live = *fresh;  // the keys that did not change live
+    live.log_level = config->log_level;
+    live.tenants = config->tenants;
+    if (cachesvc::DescribeConfig(live, {}) != cachesvc::DescribeConfig(*config, {})) {
+      spdlog::warn("SIGHUP: other keys changed too; they take effect only after a restart");
+    }
+    config->log_level = fresh->log_level;
+    config->tenants = fresh->tenants;
+  }
   spdlog::info("received {}: draining (up to {} s)",
                signal_number == SIGTERM ? "SIGTERM" : "SIGINT", config->drain_timeout_s);
   (*server)->Shutdown(std::chrono::seconds(config->drain_timeout_s));

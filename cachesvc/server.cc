@@ -11,6 +11,20 @@
 #include <cerrno>
 #include <cstring>
 
+#include <fstream>
+#include <sstream>
+
+#include "cachesvc/block_service.h"
+#include "cachesvc/block_store.h"
+#include "cachesvc/layouts.h"
+#include "cachesvc/metrics.h"
+#include "cachesvc/metrics_http.h"
+#include "cachesvc/server_metrics.h"
+#include "cachesvc/session_ops.h"
+#include "cachesvc/session_service.h"
+#include "cachesvc/session_store.h"
+#include "cachesvc/tenants.h"
+#include "cachesvc/ucx_dataplane.h"
 #include "fmt/format.h"
 #include "spdlog/spdlog.h"
 
@@ -72,49 +86,161 @@ void LogGrpcLine(gpr_log_func_args* args) {
 
 void RouteGrpcLogging() { gpr_set_log_function(LogGrpcLine); }
 
+namespace {
+
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::InvalidArgumentError(fmt::format("cannot read {}", path));
+  std::stringstream buf;
+  buf << in.rdbuf();
+  return buf.str();
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<Server>> Server::Start(const Config& config, DaemonInfo info,
-                                                      const TierSet* tiers) {
+                                                      TierSet* tiers,
+                                                      const std::filesystem::path& data_dir) {
   if (absl::Status s = ProbeListenAddress(config.listen); !s.ok()) return s;
+  std::unique_ptr<Server> self(new Server());
+  self->keep_volatile_on_exit_ = config.keep_volatile_on_exit;
+
+  auto tenants = TenantRegistry::Open(config.tenants, data_dir);
+  if (!tenants.ok()) return tenants.status();
+  self->tenants_ = std::move(*tenants);
+  self->metrics_ = std::make_unique<metrics::Registry>();
+  if (tiers != nullptr && !tiers->tiers().empty()) {
+    BlockStoreOptions options;
+    options.lease_timeout = std::chrono::milliseconds(config.lease_timeout_ms);
+    auto store = BlockStore::Open(tiers->tiers(), options);
+    if (!store.ok()) return store.status();
+    self->store_ = std::move(*store);
+  }
+  if (self->store_ != nullptr && !config.ucx_listen.empty()) {
+    UcxOptions ucx;
+    ucx.listen_address = config.ucx_listen;
+    ucx.transports = config.ucx_transports;
+    auto plane = UcxDataPlane::Start(ucx);
+    if (!plane.ok()) {
+      return absl::UnavailableError(fmt::format("ucx_listen {}: {}", config.ucx_listen,
+                                                std::string(plane.status().message())));
+    }
+    self->ucx_ = std::move(*plane);
+    self->ucx_->SetHandler(self->store_.get());
+  }
+  RegisterMetrics(*self->metrics_, tiers, self->store_.get(), self->tenants_.get());
+  if (!config.metrics_listen.empty()) {
+    self->exporter_ =
+        std::make_unique<metrics::HttpExporter>(self->metrics_.get(), config.metrics_listen);
+    if (absl::Status s = self->exporter_->Start(); !s.ok()) {
+      return absl::UnavailableError(fmt::format("metrics_listen: {}", std::string(s.message())));
+    }
+  }
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
-
-  auto admin = std::make_unique<AdminServiceImpl>(std::move(info), tiers);
+  auto session_store = SessionStore::Open(data_dir / "sessions");
+  if (!session_store.ok()) return session_store.status();
+  self->session_store_ = std::move(*session_store);
+  self->layouts_ = std::make_unique<KnownLayouts>();
+  self->session_ops_ = std::make_unique<SessionOps>(self->session_store_.get(), self->store_.get(),
+                                                    self->layouts_.get());
+  self->admin_ = std::make_unique<AdminServiceImpl>(
+      std::move(info), tiers,
+      AdminBackends{self->tenants_.get(), self->session_ops_.get(), self->store_.get(),
+                    self->metrics_.get()});
+  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
+  if (!config.tls_cert_path.empty()) {
+    auto cert = ReadFile(config.tls_cert_path);
+    if (!cert.ok()) return cert.status();
+    auto key = ReadFile(config.tls_key_path);
+    if (!key.ok()) return key.status();
+    grpc::SslServerCredentialsOptions ssl;
+    ssl.pem_key_cert_pairs.push_back({*key, *cert});
+    credentials = grpc::SslServerCredentials(ssl);
+  }
   grpc::ServerBuilder builder;
   int selected_port = 0;
-  builder.AddListeningPort(config.listen, grpc::InsecureServerCredentials(), &selected_port);
+  builder.AddListeningPort(config.listen, credentials, &selected_port);
   // gRPC sets SO_REUSEPORT by default, which would let a second daemon bind the same port and
   // silently split the traffic. One address, one daemon.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.SetMaxReceiveMessageSize(static_cast<int>(config.max_message_bytes));
   builder.SetMaxSendMessageSize(static_cast<int>(config.max_message_bytes));
-  builder.RegisterService(admin.get());
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (server == nullptr || selected_port == 0) {
+  builder.RegisterService(self->admin_.get());
+  if (self->store_ != nullptr) {
+    self->blocks_ = std::make_unique<BlockServiceImpl>(
+        self->store_.get(), self->tenants_.get(),
+        self->ucx_ != nullptr ? self->ucx_->address() : std::string(), self->metrics_.get(),
+        self->layouts_.get());
+    builder.RegisterService(self->blocks_.get());
+  }
+  self->sessions_ = std::make_unique<SessionServiceImpl>(
+      self->session_ops_.get(), self->tenants_.get(), self->metrics_.get());
+  builder.RegisterService(self->sessions_.get());
+  self->server_ = builder.BuildAndStart();
+  if (self->server_ == nullptr || selected_port == 0) {
     return absl::UnavailableError(fmt::format(
         "cannot listen on {} (gRPC refused the address; see its log line)", config.listen));
   }
-  std::string address = config.listen;
-  if (!address.starts_with("unix:")) {
-    address = fmt::format("{}:{}", address.substr(0, address.rfind(':')), selected_port);
+  self->address_ = config.listen;
+  if (!self->address_.starts_with("unix:")) {
+    self->address_ =
+        fmt::format("{}:{}", self->address_.substr(0, self->address_.rfind(':')), selected_port);
   }
-  return std::unique_ptr<Server>(
-      new Server(std::move(admin), std::move(server), std::move(address)));
+  if (self->store_ != nullptr) self->reaper_ = std::thread([s = self.get()] { s->ReapLeases(); });
+  return self;
 }
 
-Server::Server(std::unique_ptr<AdminServiceImpl> admin, std::unique_ptr<grpc::Server> server,
-               std::string address)
-    : admin_(std::move(admin)), server_(std::move(server)), address_(std::move(address)) {}
+void Server::ReapLeases() {
+  std::unique_lock lock(reaper_mu_);
+  while (!stopping_) {
+    reaper_cv_.wait_for(lock, std::chrono::seconds(1));
+    if (stopping_) break;
+    lock.unlock();
+    if (std::size_t n = store_->ExpireLeases(); n > 0) spdlog::info("{} leases timed out", n);
+    lock.lock();
+  }
+}
+
+std::string Server::ucx_address() const { return ucx_ != nullptr ? ucx_->address() : ""; }
+std::string Server::metrics_address() const {
+  return exporter_ != nullptr ? exporter_->address() : "";
+}
+
+absl::StatusOr<std::string> Server::Reload(const Config& config) {
+  std::string changes;
+  if (absl::Status s = tenants_->Reload(config.tenants, &changes); !s.ok()) return s;
+  return changes;
+}
 
 Server::~Server() { Shutdown(std::chrono::milliseconds(0)); }
 
 void Server::Shutdown(std::chrono::milliseconds drain_timeout) {
   if (shut_down_) return;
   shut_down_ = true;
-  admin_->SetDraining();
-  if (auto* health = server_->GetHealthCheckService()) health->Shutdown();  // NOT_SERVING
-  server_->Shutdown(std::chrono::system_clock::now() + drain_timeout);
-  server_->Wait();
+  // A start that failed part way leaves some of these unset; stop what there is.
+  if (admin_ != nullptr) admin_->SetDraining();
+  if (server_ != nullptr) {
+    if (auto* health = server_->GetHealthCheckService()) health->Shutdown();  // NOT_SERVING
+    server_->Shutdown(std::chrono::system_clock::now() + drain_timeout);
+    server_->Wait();
+  }
+  {
+    std::lock_guard lock(reaper_mu_);
+    stopping_ = true;
+  }
+  reaper_cv_.notify_all();
+  if (reaper_.joinable()) reaper_.join();
+  if (ucx_ != nullptr) {
+    ucx_->SetHandler(nullptr);
+    ucx_.reset();  // transfers in flight end (their End* reach the store) before this returns
+  }
+  if (store_ != nullptr && keep_volatile_on_exit_) {
+    const std::size_t n = store_->FlushToNvme();
+    if (n > 0) spdlog::info("wrote {} host-only blocks to NVMe before exit", n);
+  }
+  if (exporter_ != nullptr) exporter_->Stop();
 }
 
 }  // namespace cachesvc

@@ -1,36 +1,63 @@
-// cachesvc/server.h: the daemon's gRPC server and its lifecycle.
+// cachesvc/server.h: the daemon's serving side and its lifecycle.
 //
-// Start() binds the configured address and serves grpc.health.v1.Health (SERVING once started),
-// gRPC server reflection and cachesvc.v1.AdminService. Shutdown() is the drain: health turns
-// NOT_SERVING, new calls are refused, calls in flight get up to the drain timeout to finish and
-// are then cancelled. gRPC's own log lines are routed into the daemon's logger.
+// Start() opens the tenants (their salts under the data folder), the block store over the tiers,
+// the UCX data plane (`ucx_listen`), the Prometheus /metrics endpoint (`metrics_listen`), and
+// binds the gRPC address (TLS when `tls_cert_path`/`tls_key_path` are set) serving
+// grpc.health.v1.Health (SERVING once started), gRPC server reflection, cachesvc.v1.BlockService,
+// cachesvc.v1.SessionService (sessions persisted in <data_dir>/sessions) and
+// cachesvc.v1.AdminService. A reaper thread ends leases that time out. Shutdown() is the
+// drain: health turns NOT_SERVING, new calls are refused, calls in flight get up to the drain
+// timeout, the data plane stops (its transfers in flight are bounded by the same timeout), the
+// host tier's blocks are written to NVMe when `keep_volatile_on_exit`, and the metrics endpoint
+// stops. gRPC's own log lines are routed into the daemon's logger.
 //
 // The owning thread calls Shutdown() (the destructor does if it was not called); gRPC's threads
 // serve calls meanwhile.
 #pragma once
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
+#include <filesystem>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 
 #include "absl/status/statusor.h"
 #include "cachesvc/admin_service.h"
 #include "cachesvc/config.h"
+#include "cachesvc/tier_set.h"
 
 namespace grpc {
 class Server;
 }  // namespace grpc
 
+namespace cachesvc::metrics {
+class Registry;
+class HttpExporter;
+}  // namespace cachesvc::metrics
+
 namespace cachesvc {
+
+class BlockServiceImpl;
+class BlockStore;
+class KnownLayouts;
+class SessionOps;
+class SessionServiceImpl;
+class SessionStore;
+class TenantRegistry;
+class UcxDataPlane;
 
 class Server {
  public:
   // Binds and starts serving. UNAVAILABLE naming the address and the reason ("Address already in
   // use") when it cannot listen there.
-  // `tiers` (may be null) must outlive the server.
+  // `tiers` (may be null: no block store, no BlockService) must outlive the server; tenant salts
+  // live under `data_dir`.
   static absl::StatusOr<std::unique_ptr<Server>> Start(const Config& config, DaemonInfo info,
-                                                       const TierSet* tiers);
+                                                       TierSet* tiers,
+                                                       const std::filesystem::path& data_dir);
 
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
@@ -38,17 +65,39 @@ class Server {
 
   // The address actually bound: the configured one, with the chosen port when it asked for 0.
   [[nodiscard]] const std::string& address() const { return address_; }
+  // The data plane's and the metrics endpoint's bound addresses ("" when off).
+  [[nodiscard]] std::string ucx_address() const;
+  [[nodiscard]] std::string metrics_address() const;
+  // Applies what can change live (tenants' tokens, quotas and codecs); the summary of what
+  // changed, or the error (nothing changed then).
+  absl::StatusOr<std::string> Reload(const Config& config);
 
   // Drains and stops: see the header comment. Returns when the server has stopped.
   void Shutdown(std::chrono::milliseconds drain_timeout);
 
  private:
-  Server(std::unique_ptr<AdminServiceImpl> admin, std::unique_ptr<grpc::Server> server,
-         std::string address);
+  Server() = default;
+  void ReapLeases();
 
+  bool keep_volatile_on_exit_ = true;
+  std::unique_ptr<TenantRegistry> tenants_;
+  std::unique_ptr<metrics::Registry> metrics_;
+  std::unique_ptr<metrics::HttpExporter> exporter_;
+  std::unique_ptr<BlockStore> store_;
+  std::unique_ptr<UcxDataPlane> ucx_;
+  // Sessions (<data_dir>/sessions); declared before the services that point into them.
+  std::unique_ptr<SessionStore> session_store_;
+  std::unique_ptr<KnownLayouts> layouts_;
+  std::unique_ptr<SessionOps> session_ops_;
+  std::unique_ptr<BlockServiceImpl> blocks_;
+  std::unique_ptr<SessionServiceImpl> sessions_;
   std::unique_ptr<AdminServiceImpl> admin_;
   std::unique_ptr<grpc::Server> server_;
   std::string address_;
+  std::thread reaper_;
+  std::mutex reaper_mu_;
+  std::condition_variable reaper_cv_;
+  bool stopping_ = false;
   bool shut_down_ = false;
 };
 

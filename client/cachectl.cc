@@ -2,9 +2,16 @@
 //
 // Exit codes: 0 success; 1 the daemon answered but the thing asked about is not there or not
 // serving; 2 usage error; 3 the daemon cannot be reached.
+#include <openssl/evp.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstdlib>
 #include <iostream>
+#include <string>
 
 #include "CLI/CLI.hpp"
 #include "absl/time/clock.h"
@@ -125,6 +132,55 @@ int Tiers(const Options& opt) {
   return 0;
 }
 
+// Lowercase hex SHA-256, as cachesvc/tenants.h Sha256Hex computes it (cachectl does not link the
+// service core; tests pin both to the same vectors). libcrypto comes with gRPC.
+std::string Sha256Hex(const std::string& data) {
+  std::array<unsigned char, EVP_MAX_MD_SIZE> md{};
+  unsigned int len = 0;
+  if (EVP_Digest(data.data(), data.size(), md.data(), &len, EVP_sha256(), nullptr) != 1) return "";
+  std::string hex;
+  for (unsigned int i = 0; i < len; ++i) hex += fmt::format("{:02x}", md[i]);
+  return hex;
+}
+
+// Reads one line from stdin (without echo when it is a terminal) and prints its SHA-256 for the
+// `token_sha256` list of a tenant. The token itself is never printed.
+int HashToken() {
+  const bool tty = ::isatty(STDIN_FILENO) == 1;
+  termios saved{};
+  if (tty && ::tcgetattr(STDIN_FILENO, &saved) == 0) {
+    termios quiet = saved;
+    quiet.c_lflag &= ~static_cast<tcflag_t>(ECHO);
+    ::tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
+    std::cerr << "token: " << std::flush;
+  }
+  std::string token;
+  std::getline(std::cin, token);
+  if (tty) {
+    ::tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved);
+    std::cerr << "\n";
+  }
+  if (!token.empty() && token.back() == '\r') token.pop_back();
+  if (token.empty()) {
+    std::cerr << "cachectl: hash-token: no token on stdin (give it as one line)\n";
+    return kExitUsage;
+  }
+  // The daemon accepts only printable ASCII without spaces after "Bearer "; a hash of anything
+  // else would never match.
+  if (!std::all_of(token.begin(), token.end(), [](char c) { return c > ' ' && c < 0x7f; })) {
+    std::cerr << "cachectl: hash-token: the token holds spaces or control characters, which a "
+                 "bearer token cannot\n";
+    return kExitUsage;
+  }
+  const std::string hex = Sha256Hex(token);
+  if (hex.empty()) {
+    std::cerr << "cachectl: hash-token: OpenSSL SHA-256 failed\n";
+    return EXIT_FAILURE;
+  }
+  std::cout << hex << "\n";
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -145,11 +201,16 @@ int main(int argc, char** argv) {
       app.add_subcommand("health", "ask whether the daemon is SERVING (exit 0) or not (1)");
   auto* status = app.add_subcommand("status", "version, uptime and state of the daemon");
   auto* tiers = app.add_subcommand("tiers", "each tier's capacity, use, blocks and faults");
+  auto* hash_token = app.add_subcommand(
+      "hash-token",
+      "read a bearer token (one line) from stdin and print its SHA-256 for a tenant's "
+      "token_sha256 in the daemon's config; talks to no daemon");
   app.footer(
       "Examples:\n"
       "  cachectl health\n"
       "  cachectl --addr 10.0.0.5:50051 --json status\n"
       "  cachectl tiers\n"
+      "  openssl rand -hex 32 | tee token.txt | cachectl hash-token\n"
       "Exit codes: 0 ok, 1 not found / not serving, 2 usage, 3 cannot reach the daemon.");
   try {
     app.parse(argc, argv);
@@ -164,5 +225,6 @@ int main(int argc, char** argv) {
   if (health->parsed()) return Health(opt);
   if (status->parsed()) return Status(opt);
   if (tiers->parsed()) return Tiers(opt);
+  if (hash_token->parsed()) return HashToken();
   return kExitUsage;
 }

@@ -8,10 +8,11 @@ packages=(
   clang-format clang-tidy
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libxxhash-dev
-  librocksdb-dev libucx-dev liburing-dev libnuma-dev fio
+  librocksdb-dev libucx-dev liburing-dev libnuma-dev fio redis-server
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev libspdlog-dev libfmt-dev libtomlplusplus-dev
   libcpp-httplib-dev nlohmann-json3-dev pybind11-dev
+  libssl-dev openssl
   python3 python3-grpcio python3-xxhash
 )
 

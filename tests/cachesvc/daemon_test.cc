@@ -33,8 +33,13 @@ std::filesystem::path FreshDir(const std::string& name) {
 }
 
 // Small tiers for test daemons: one 64 MiB chunk each, so a test run does not reserve gigabytes.
-const std::vector<std::string> kSmallTiers = {"--tiers-host-capacity-bytes", "67108864",
-                                              "--tiers-nvme-capacity-bytes", "67108864"};
+// The metrics endpoint on a free port, so that test daemons running at once do not collide.
+const std::vector<std::string> kSmallTiers = {"--tiers-host-capacity-bytes",
+                                              "67108864",
+                                              "--tiers-nvme-capacity-bytes",
+                                              "67108864",
+                                              "--metrics-listen",
+                                              "127.0.0.1:0"};
 
 // Lines of output that are not blank.
 std::vector<std::string> Lines(const std::string& output) {
@@ -345,6 +350,48 @@ TEST(CachectlTest, HealthStatusAndExitCodes) {
   EXPECT_EQ(unreachable.exit_code, 3) << unreachable.output;
   EXPECT_TRUE(unreachable.output.starts_with("cachectl: " + daemon.address()))
       << unreachable.output;
+}
+
+// hash-token talks to no daemon: it hashes one line of stdin (fed here through /bin/sh, since
+// Subprocess gives the child no stdin) for a tenant's token_sha256.
+TEST(CachectlTest, HashTokenPrintsSha256OfOneStdinLine) {
+  auto hash = [](const std::string& input) {
+    return RunToCompletion(
+        {"/bin/sh", "-c", "printf '" + input + "' | \"$0\" hash-token", CACHECTL_BIN});
+  };
+  // SHA-256("abc"), FIPS 180-2; tenants_test pins the daemon's Sha256Hex to the same vector.
+  const std::string abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad\n";
+  for (const char* input : {"abc\\n", "abc", "abc\\r\\n"}) {
+    auto r = hash(input);
+    EXPECT_EQ(r.exit_code, 0) << input << ": " << r.output;
+    EXPECT_EQ(r.output, abc) << input;
+  }
+  auto empty = hash("\\n");
+  EXPECT_EQ(empty.exit_code, 2) << empty.output;
+  EXPECT_TRUE(empty.output.starts_with("cachectl: hash-token: ")) << empty.output;
+  auto spaced = hash("my token\\n");
+  EXPECT_EQ(spaced.exit_code, 2) << spaced.output;
+  EXPECT_EQ(spaced.output.find("my token"), std::string::npos) << spaced.output;
+}
+
+}  // namespace
+}  // namespace cachesvc
+
+namespace cachesvc {
+namespace {
+
+// Regression: a start that failed after the tiers opened (here the session store, whose folder is
+// a file) crashed in the server's teardown instead of exiting 2 with the reason.
+TEST(DaemonTest, AStartThatFailsLateExitsTwoWithTheReason) {
+  const auto dir = FreshDir("late_failure") / "data";
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir / "sessions") << "not a folder\n";
+  std::vector<std::string> argv = {CACHESVC_BIN, "--listen", "127.0.0.1:0", "--data-dir",
+                                   dir.string()};
+  argv.insert(argv.end(), kSmallTiers.begin(), kSmallTiers.end());
+  auto r = RunToCompletion(argv);
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("sessions"), std::string::npos) << r.output;
 }
 
 }  // namespace

@@ -1,0 +1,209 @@
+// cachesvc/block_store.h: the daemon's blocks: what BlockService and the UCX data plane act on.
+//
+// It joins the block index (cachesvc/block_index.h), the tiers the daemon runs (host memory, then
+// NVMe; cachesvc/tier_set.h), a residency policy that picks what leaves a full tier, and the
+// leases through which clients move bytes:
+//   - save: Allocate reserves a host slot per new block and returns a write lease; the client
+//     writes the payload over the data plane (UcxBlockHandler::BeginWrite/EndWrite); Commit checks
+//     the length against what the layout and codec make, and the XXH3-64 against the bytes in the
+//     slot, and only then publishes the block (tier Commit, index entry). Until then no reader can
+//     see it; a lease that times out frees its slot.
+//   - load: Lease pins a block's host copy (staging it from NVMe first when only NVMe has it) and
+//     returns a read lease; the client reads it over the data plane; Release (or the timeout)
+//     unpins it.
+// Keys are per tenant: a block is stored under XXH3-128(tenant salt ‖ key), so two tenants that
+// send the same key bytes never meet, and a key of another tenant is simply not found. Lease ids
+// are 64 random bits, bound to the tenant that got them; the data plane accepts a lease id as the
+// capability to move that one block (the UCX connection itself is not authenticated:
+// docs/ucx.md).
+//
+// When the host tier is full, the policy's least recently used unleased block moves to NVMe (or
+// is dropped if there is no NVMe tier, or NVMe is full too: its own victim is dropped). Moves are
+// synchronous here (a demotion is a memory-to-NVMe write of one block).
+//
+// Thread-safe: one mutex serializes index, policy and lease changes; payload bytes are moved
+// outside it, under the tier leases that keep the slots in place.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "cachesvc/block_index.h"
+#include "cachesvc/residency_policy.h"
+#include "cachesvc/ucx_dataplane.h"
+#include "kernels/codec.h"
+#include "proto/block_key.h"
+#include "tiers/mutex.h"
+#include "tiers/tier.h"
+
+namespace cachesvc {
+
+// The tenant-scoped name of a block: XXH3-128(salt ‖ key), in the key's byte form.
+BlockKey TenantBlockKey(std::string_view tenant_salt, const BlockKey& key);
+
+struct BlockStoreOptions {
+  std::chrono::milliseconds lease_timeout{30000};
+};
+
+// What one block of a load can be read as.
+struct ReadLease {
+  std::uint64_t lease_id = 0;
+  BlockKey key;  // the caller's key
+  tiers::TierKind tier = tiers::TierKind::kHost;
+  std::uint64_t length = 0;  // payload bytes
+  kernels::CodecId codec = kernels::CodecId::kRaw;
+  std::uint64_t checksum = 0;  // XXH3-64 of the payload
+  std::int64_t expires_unix_ms = 0;
+};
+
+struct WriteLease {
+  std::uint64_t lease_id = 0;
+  BlockKey key;
+  std::uint64_t length = 0;  // the payload length the commit must have
+  kernels::CodecId codec = kernels::CodecId::kRaw;
+  std::int64_t expires_unix_ms = 0;
+};
+
+struct AllocateResult {
+  std::vector<WriteLease> leases;
+  std::vector<BlockKey> already_stored;
+};
+
+struct CommitRequest {
+  std::uint64_t lease_id = 0;
+  std::uint64_t length = 0;
+  std::uint64_t checksum = 0;
+};
+
+// A block as a lookup sees it.
+struct BlockPlace {
+  BlockKey key;  // the caller's key
+  TierMask tiers = 0;
+  kernels::CodecId codec = kernels::CodecId::kRaw;
+};
+
+struct BlockStoreStats {
+  std::uint64_t leases_read = 0;     // outstanding
+  std::uint64_t leases_write = 0;    // outstanding
+  std::uint64_t leases_expired = 0;  // since start
+  std::uint64_t commits = 0;
+  std::uint64_t checksum_failures = 0;  // commits whose bytes did not match, reads that failed
+  std::uint64_t demoted = 0;            // host -> NVMe
+  std::uint64_t dropped = 0;            // evicted with nowhere to go
+  std::uint64_t staged = 0;             // NVMe -> host for a load
+  std::uint64_t hits = 0;               // blocks leased for loading
+  std::uint64_t misses = 0;             // lookups and leases that stopped at a missing block
+  std::uint64_t bytes_read = 0;         // payload bytes sent to clients
+  std::uint64_t bytes_written = 0;      // payload bytes received from clients
+};
+
+class BlockStore final : public UcxBlockHandler {
+ public:
+  // `tiers`: fastest first; the first must be a memory tier (host), an NVMe tier may follow.
+  // Rebuilds the index from what the NVMe tier holds (a restart serves every block it indexed).
+  static absl::StatusOr<std::unique_ptr<BlockStore>> Open(std::vector<tiers::Tier*> tiers,
+                                                          const BlockStoreOptions& options);
+  ~BlockStore() override;
+
+  // The longest prefix of `keys` that is stored, and where.
+  std::vector<BlockPlace> Lookup(std::string_view tenant, std::string_view salt,
+                                 std::span<const BlockKey> keys);
+  // Read leases for the longest stored prefix of `keys` (stops at the first block not stored).
+  absl::StatusOr<std::vector<ReadLease>> Lease(std::string_view tenant, std::string_view salt,
+                                               std::span<const BlockKey> keys);
+  // Ends leases of `tenant`; NOT_FOUND names the first id that is not one of its live leases
+  // (the others are still released).
+  absl::Status Release(std::string_view tenant, std::span<const std::uint64_t> lease_ids);
+  // Write leases for the keys not stored yet, each `length` bytes of `codec` for layout
+  // `layout_fingerprint` (`raw_bytes` decoded). RESOURCE_EXHAUSTED when the host tier cannot
+  // make room or `tenant` is over its host quota (`host_quota_bytes`, 0 = none).
+  absl::StatusOr<AllocateResult> Allocate(std::string_view tenant, std::string_view salt,
+                                          std::span<const BlockKey> keys, kernels::CodecId codec,
+                                          std::uint64_t length, std::uint64_t raw_bytes,
+                                          std::uint64_t layout_fingerprint,
+                                          std::uint64_t host_quota_bytes = 0);
+  // Publishes written blocks. Per commit: NOT_FOUND (not a live write lease of the tenant),
+  // FAILED_PRECONDITION (nothing or something else was written), INVALID_ARGUMENT (length not
+  // the allocated one), DATA_LOSS (checksum does not match the bytes: the slot is freed). The
+  // first failure is returned with its lease id; commits before it are kept.
+  absl::StatusOr<std::vector<BlockKey>> Commit(std::string_view tenant,
+                                               std::span<const CommitRequest> commits);
+
+  // Ends leases past their timeout and reclaims their slots; returns how many ended. The
+  // daemon calls it periodically; every other call also does.
+  std::size_t ExpireLeases();
+  // Writes every host-only block to NVMe (used at shutdown when configured); returns how many.
+  std::size_t FlushToNvme();
+
+  [[nodiscard]] BlockStoreStats Stats() const;
+  [[nodiscard]] std::size_t Blocks() const { return index_.Size(); }
+  // Bytes of `tier` the tenant's blocks use.
+  [[nodiscard]] std::uint64_t TenantBytes(std::string_view tenant, tiers::TierKind tier) const;
+
+  // UcxBlockHandler: the data plane's requests (any thread).
+  absl::StatusOr<ReadGrant> BeginRead(std::uint64_t lease_id) override;
+  void EndRead(std::uint64_t lease_id, const absl::Status& sent) override;
+  absl::StatusOr<WriteGrant> BeginWrite(std::uint64_t lease_id, std::size_t length) override;
+  void EndWrite(std::uint64_t lease_id, const absl::Status& received) override;
+
+ private:
+  struct LeaseRecord {
+    std::string tenant;
+    bool write = false;
+    BlockKey key;       // the caller's key
+    BlockKey internal;  // the tenant-scoped key
+    tiers::TierKind tier = tiers::TierKind::kHost;
+    tiers::SlotId slot;
+    tiers::LeaseId tier_lease = 0;  // read leases: the tier's pin on the slot
+    std::uint64_t length = 0;
+    std::uint64_t raw_bytes = 0;
+    std::uint64_t layout_fingerprint = 0;
+    std::uint64_t checksum = 0;
+    kernels::CodecId codec = kernels::CodecId::kRaw;
+    std::chrono::steady_clock::time_point expires;
+    int transfers = 0;          // data-plane operations in progress on it
+    std::uint64_t written = 0;  // write leases: bytes received (0 = none yet)
+    bool released = false;      // ended while a transfer was in progress
+  };
+
+  BlockStore(std::vector<tiers::Tier*> tiers, const BlockStoreOptions& options);
+  absl::Status Recover();
+  tiers::Tier* TierOf(tiers::TierKind kind) const;
+  std::uint64_t NewLeaseId() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A host slot of `bytes`, evicting as needed.
+  absl::StatusOr<tiers::SlotId> AllocateHost(std::uint64_t bytes)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Moves the host tier's victim down (or drops it); false when nothing can leave.
+  bool EvictOne(tiers::TierKind tier) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Copies the block with `internal` from NVMe into a new host slot.
+  absl::Status Stage(const BlockKey& internal, const BlockEntry& entry)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void EndLease(std::uint64_t id, LeaseRecord& lease) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::size_t ExpireLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void AddTenantBytes(const BlockKey& internal, tiers::TierKind tier, std::int64_t delta)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  static std::int64_t UnixMs(std::chrono::steady_clock::time_point t);
+
+  const std::vector<tiers::Tier*> tiers_;
+  const BlockStoreOptions options_;
+  mutable tiers::Mutex mu_;
+  BlockIndex index_;
+  std::unique_ptr<ResidencyPolicy> policy_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::uint64_t, LeaseRecord> leases_ ABSL_GUARDED_BY(mu_);
+  // Which tenant each stored block belongs to, and each tenant's bytes per tier (quotas).
+  absl::flat_hash_map<BlockKey, std::string> owner_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, std::array<std::uint64_t, kTierKinds>> tenant_bytes_
+      ABSL_GUARDED_BY(mu_);
+  BlockStoreStats stats_ ABSL_GUARDED_BY(mu_);
+  std::int64_t clock_us_ ABSL_GUARDED_BY(mu_) = 0;  // policy time: a counter of operations
+};
+
+}  // namespace cachesvc
