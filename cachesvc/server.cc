@@ -128,7 +128,13 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const Config& config, Daem
     self->ucx_ = std::move(*plane);
     self->ucx_->SetHandler(self->store_.get());
   }
-  RegisterMetrics(*self->metrics_, tiers, self->store_.get(), self->tenants_.get());
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  auto session_store = SessionStore::Open(data_dir / "sessions");
+  if (!session_store.ok()) return session_store.status();
+  self->session_store_ = std::move(*session_store);
+  RegisterMetrics(*self->metrics_, tiers, self->store_.get(), self->tenants_.get(),
+                  self->session_store_.get());
   if (!config.metrics_listen.empty()) {
     self->exporter_ =
         std::make_unique<metrics::HttpExporter>(self->metrics_.get(), config.metrics_listen);
@@ -137,11 +143,6 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const Config& config, Daem
     }
   }
 
-  grpc::EnableDefaultHealthCheckService(true);
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
-  auto session_store = SessionStore::Open(data_dir / "sessions");
-  if (!session_store.ok()) return session_store.status();
-  self->session_store_ = std::move(*session_store);
   self->layouts_ = std::make_unique<KnownLayouts>();
   self->session_ops_ = std::make_unique<SessionOps>(self->session_store_.get(), self->store_.get(),
                                                     self->layouts_.get());

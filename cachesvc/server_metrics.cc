@@ -5,8 +5,21 @@
 namespace cachesvc {
 
 void RegisterMetrics(metrics::Registry& registry, const TierSet* tiers, const BlockStore* store,
-                     const TenantRegistry* tenants) {
-  registry.AddCollector([tiers, store, tenants](metrics::Collector& c) {
+                     const TenantRegistry* tenants, const SessionStore* sessions) {
+  registry.AddCollector([tiers, store, tenants, sessions](metrics::Collector& c) {
+    if (sessions != nullptr) {
+      const auto counts = sessions->CountByState();
+      const std::pair<SessionState, const char*> states[] = {
+          {SessionState::kRunning, "running"},
+          {SessionState::kWaitingTool, "waiting_tool"},
+          {SessionState::kIdle, "idle"},
+          {SessionState::kClosed, "closed"}};
+      for (const auto& [state, name] : states) {
+        auto it = counts.find(state);
+        c.AddGauge("cachesvc_sessions", "Sessions by state", {{"state", name}},
+                   it == counts.end() ? 0.0 : static_cast<double>(it->second));
+      }
+    }
     if (tiers != nullptr) {
       for (const tiers::TierStats& s : tiers->Stats()) {
         const metrics::Labels tier{{"tier", tiers::TierKindName(s.kind)}};

@@ -5,6 +5,7 @@
 
 #include "cachesvc/block_store.h"
 #include "cachesvc/metrics.h"
+#include "cachesvc/session_store.h"
 #include "cachesvc/tenants.h"
 #include "cachesvc/tier_set.h"
 
@@ -12,6 +13,6 @@ namespace cachesvc {
 
 // Everything given must outlive `registry`'s last scrape (`tiers`, `store` may be null).
 void RegisterMetrics(metrics::Registry& registry, const TierSet* tiers, const BlockStore* store,
-                     const TenantRegistry* tenants);
+                     const TenantRegistry* tenants, const SessionStore* sessions);
 
 }  // namespace cachesvc

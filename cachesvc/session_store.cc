@@ -366,6 +366,13 @@ std::vector<Session> SessionStore::List(const std::string& tenant) const {
   return out;
 }
 
+std::map<SessionState, std::size_t> SessionStore::CountByState() const {
+  tiers::MutexLock lock(&mu_);
+  std::map<SessionState, std::size_t> out;
+  for (const auto& [id, s] : sessions_) ++out[s.state];
+  return out;
+}
+
 ToolStats SessionStore::Tool(const std::string& tool_name) const {
   tiers::MutexLock lock(&mu_);
   auto it = tools_.find(tool_name);

@@ -115,6 +115,8 @@ class SessionStore {
   absl::StatusOr<Session> Get(const std::string& tenant, const std::string& id) const;
   // Sessions of `tenant` (all tenants when empty), in id order.
   std::vector<Session> List(const std::string& tenant = "") const;
+  // How many sessions are in each state (all tenants).
+  std::map<SessionState, std::size_t> CountByState() const;
   ToolStats Tool(const std::string& tool_name) const;
 
   static constexpr std::int64_t kDefaultToolExpectationUs = ToolHistory::kDefaultExpectationUs;

@@ -16,6 +16,7 @@
 
 #include "cachesvc/tenants.h"
 #include "client/block_client.h"
+#include "fmt/format.h"
 #include "grpcpp/grpcpp.h"
 #include "httplib.h"
 #include "tests/support/subprocess.h"
@@ -306,6 +307,10 @@ TEST_F(ServingTest, AClientKilledMidTransferLeavesNoLeaseOrSlotBehind) {
   EXPECT_EQ(daemon_->Metric("cachesvc_tier_allocated_bytes{tier=\"host\"}"), allocated)
       << "every slot the child allocated and never committed was freed";
   EXPECT_GT(daemon_->Metric("cachesvc_leases_expired_total"), 0);
+  for (const char* state : {"running", "waiting_tool", "idle", "closed"}) {
+    EXPECT_EQ(daemon_->Metric(fmt::format("cachesvc_sessions{{state=\"{}\"}}", state)), 0)
+        << state << ": exported, and no sessions were opened";
+  }
   // What was stored is untouched and the daemon serves a new client.
   auto c = daemon_->Client(kTokenA);
   ASSERT_TRUE(c->RegisterEngine(TestLayout()).ok());
