@@ -92,6 +92,7 @@ absl::Status BlockStore::Recover() {
     index_.AddCopy(internal, TierKind::kNvme,
                    CopyOf(e.slot, e.info.stored_bytes, e.info.meta.codec), fresh);
     owner_[internal] = "";  // the tenant is not recorded on NVMe; the key is tenant-scoped
+    if (e.info.checksum != 0) checksum_[internal] = e.info.checksum;
     tenant_bytes_[""][static_cast<unsigned>(TierKind::kNvme)] += e.slot.slot_bytes;
     policy_->Added(internal, TierKind::kNvme, ++clock_us_);
   }
@@ -184,10 +185,14 @@ absl::StatusOr<std::vector<ReadLease>> BlockStore::Lease(std::string_view tenant
     rec.tier_lease = *tier_lease;
     rec.length = info->stored_bytes;
     rec.checksum = info->checksum;
-    if (rec.checksum == 0) {  // the host tier keeps none: the reader checks against this one
+    if (auto sum = checksum_.find(internal); rec.checksum == 0 && sum != checksum_.end()) {
+      rec.checksum = sum->second;
+    }
+    if (rec.checksum == 0) {  // not known (the host tier keeps none): hash the bytes once
       auto mem = host->Memory(slot);
       if (!mem.ok()) break;
       rec.checksum = XXH3_64bits(mem->address, rec.length);
+      checksum_[internal] = rec.checksum;
     }
     rec.codec = info->meta.codec;
     rec.layout_fingerprint = info->meta.layout_fingerprint;
@@ -319,6 +324,7 @@ bool BlockStore::EvictOne(TierKind kind) {
       ++stats_.dropped;
       index_.EraseIfUnused(*victim);
       owner_.erase(*victim);
+      checksum_.erase(*victim);
     }
     return true;
   }
@@ -353,6 +359,7 @@ absl::Status BlockStore::Stage(const BlockKey& internal, const BlockEntry& entry
       if (left == 0) {
         index_.EraseIfUnused(internal);
         owner_.erase(internal);
+        checksum_.erase(internal);
       }
     }
     return info.status();
@@ -480,6 +487,7 @@ absl::StatusOr<std::vector<BlockKey>> BlockStore::Commit(std::string_view tenant
     index_.AddCopy(lease.internal, TierKind::kHost, CopyOf(lease.slot, lease.length, lease.codec),
                    fresh);
     owner_[lease.internal] = lease.tenant;
+    checksum_[lease.internal] = sum;
     AddTenantBytes(lease.internal, TierKind::kHost,
                    static_cast<std::int64_t>(lease.slot.slot_bytes));
     policy_->Added(lease.internal, TierKind::kHost, ++clock_us_);

@@ -9,8 +9,8 @@
 //     slot, and only then publishes the block (tier Commit, index entry). Until then no reader can
 //     see it; a lease that times out frees its slot.
 //   - load: Lease pins a block's host copy (staging it from NVMe first when only NVMe has it) and
-//     returns a read lease; the client reads it over the data plane; Release (or the timeout)
-//     unpins it.
+//     returns a read lease with the block's XXH3-64 (kept from its commit, or from NVMe); the
+//     client reads it over the data plane; Release (or the timeout) ends the lease.
 // Keys are per tenant: a block is stored under XXH3-128(tenant salt ‖ key), so two tenants that
 // send the same key bytes never meet, and a key of another tenant is simply not found. Lease ids
 // are 64 random bits, bound to the tenant that got them; the data plane accepts a lease id as the
@@ -200,6 +200,8 @@ class BlockStore final : public UcxBlockHandler {
   absl::flat_hash_map<std::uint64_t, LeaseRecord> leases_ ABSL_GUARDED_BY(mu_);
   // Which tenant each stored block belongs to, and each tenant's bytes per tier (quotas).
   absl::flat_hash_map<BlockKey, std::string> owner_ ABSL_GUARDED_BY(mu_);
+  // XXH3-64 of each stored block's payload (from its commit, or its NVMe index entry).
+  absl::flat_hash_map<BlockKey, std::uint64_t> checksum_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, std::array<std::uint64_t, kTierKinds>> tenant_bytes_
       ABSL_GUARDED_BY(mu_);
   BlockStoreStats stats_ ABSL_GUARDED_BY(mu_);

@@ -115,7 +115,15 @@ absl::StatusOr<std::size_t> BlockClient::Save(std::span<const BlockKey> keys,
     c->set_length(payload.size());
     c->set_checksum(XXH3_64bits(payload.data(), payload.size()));
   }
-  if (absl::Status st = ucx_->WriteMany(writes); !st.ok()) return st;
+  if (absl::Status st = ucx_->WriteMany(writes); !st.ok()) {
+    // Give the slots back now rather than when the leases time out.
+    v1::ReleaseLeasesRequest release;
+    for (const WriteOp& w : writes) release.add_lease_ids(w.lease_id);
+    v1::ReleaseLeasesResponse released;
+    auto ctx = NewContext();
+    (void)stub_->ReleaseLeases(ctx.get(), release, &released);
+    return st;
+  }
   v1::CommitBlocksResponse committed;
   auto ctx = NewContext();
   if (auto st = FromGrpc(stub_->CommitBlocks(ctx.get(), commit, &committed)); !st.ok()) return st;

@@ -232,13 +232,17 @@ TEST_F(ServingTest, ALeaseExpiresAndAForgedOneIsRefused) {
   ASSERT_TRUE(a_->stub().LeaseBlocks(ctx.get(), req, &leases).ok());
   const std::uint64_t id = leases.leases(0).lease_id();
   std::vector<std::byte> buf(256 << 10);
-  EXPECT_TRUE(a_->data_plane()->Read(id, buf.data(), buf.size()).ok());
   EXPECT_EQ(absl::StatusCode::kNotFound,
             a_->data_plane()->Read(id ^ 0x5a5a5a5a5a5a5a5aull, buf.data(), buf.size()).code())
       << "a forged lease id";
   std::this_thread::sleep_for(3s);  // lease_timeout_ms 1500 plus the reaper's second
   EXPECT_EQ(absl::StatusCode::kNotFound, a_->data_plane()->Read(id, buf.data(), buf.size()).code())
       << "the lease expired";
+  // A live lease reads the block.
+  auto ctx2 = a_->NewContext();
+  ASSERT_TRUE(a_->stub().LeaseBlocks(ctx2.get(), req, &leases).ok());
+  EXPECT_TRUE(a_->data_plane()->Read(leases.leases(0).lease_id(), buf.data(), buf.size()).ok());
+  EXPECT_EQ(buf, blocks.data[0]);
   // The block itself is still there.
   Buffers out(1, 256 << 10);
   EXPECT_EQ(*a_->Load(blocks.keys, out.Views()), 1u);
