@@ -55,6 +55,10 @@ class Daemon {
     std::vector<std::string> argv = {CACHESVC_BIN, "--listen", "127.0.0.1:0", "--data-dir",
                                      data_dir_.string()};
     argv.insert(argv.end(), extra.begin(), extra.end());
+    if (std::find(extra.begin(), extra.end(), "--metrics-listen") == extra.end()) {
+      // Never the default port: test daemons run at once.
+      argv.insert(argv.end(), {"--metrics-listen", "127.0.0.1:0"});
+    }
     process_ = std::make_unique<Subprocess>(argv);
     if (auto line = process_->WaitForLine("listening on ", 20s)) {
       const auto at = line->find("listening on ") + 13;
