@@ -354,8 +354,8 @@ TEST(ServingLoadTest, SixteenClientsReadBackWhatTheySavedOrAnEvictionSaysWhy) {
   for (int t = 0; t < kClients; ++t) {
     threads.emplace_back([&, t] {
       auto c = daemon_->Client(kTokenA);
-      if (!c->RegisterEngine(TestLayout()).ok()) {
-        ++errors;
+      if (auto engine = c->RegisterEngine(TestLayout()); !engine.ok()) {
+        note(engine.status());
         return;
       }
       std::mt19937_64 rng(1000 + static_cast<std::uint64_t>(t));
@@ -382,7 +382,9 @@ TEST(ServingLoadTest, SixteenClientsReadBackWhatTheySavedOrAnEvictionSaysWhy) {
     });
   }
   for (auto& th : threads) th.join();
-  EXPECT_EQ(errors.load(), 0u) << first_error;
+  const std::string& log = daemon_->process().output();
+  EXPECT_EQ(errors.load(), 0u) << first_error << "\ndaemon log tail:\n"
+                               << log.substr(log.size() > 4000 ? log.size() - 4000 : 0);
   EXPECT_EQ(wrong.load(), 0u);
   EXPECT_GT(saved.load(), 100u) << "the clients got work done";
   // Everything committed: present and byte-identical, or gone with an eviction recorded.
