@@ -57,6 +57,14 @@ std::optional<BlockEntry> BlockIndex::Get(const BlockKey& key) const {
   return *e;
 }
 
+void BlockIndex::Reserve(std::size_t entries) {
+  const std::size_t per_shard = entries / (mask_ + 1) + 1;
+  for (unsigned i = 0; i <= mask_; ++i) {
+    tiers::MutexLock lock(&shards_[i].mu);
+    shards_[i].ids.reserve(per_shard);
+  }
+}
+
 TierMask BlockIndex::Tiers(const BlockKey& key) const {
   Shard& s = ShardFor(key);
   tiers::MutexLock lock(&s.mu);

@@ -91,6 +91,8 @@ class BlockIndex {
   // A copy of the entry, or nullopt.
   [[nodiscard]] std::optional<BlockEntry> Get(const BlockKey& key) const;
   [[nodiscard]] bool Contains(const BlockKey& key) const;
+  // Makes room for `entries` blocks in all, so that growing to that size does not rehash.
+  void Reserve(std::size_t entries);
   // The tiers holding a copy of `key` (0 when there is no entry).
   [[nodiscard]] TierMask Tiers(const BlockKey& key) const;
 

@@ -180,6 +180,9 @@ int main(int argc, char** argv) {
     auto policy = MakePolicy(name, *trace);
     if (!policy) return Usage("unknown policy '" + name + "'");
     cachesvc::BlockIndex index(1);
+    // Every block the tiers can hold, plus one request's worth: the index never rehashes while
+    // the replay is timed.
+    index.Reserve(capacity.blocks[0] + capacity.blocks[1] + capacity.blocks[2] + 65536);
     cachesvc::CacheEngine engine(&index, policy.get(), capacity);
     std::size_t fastest = 0;  // the first tier with capacity: where "fast" hits come from
     while (fastest + 1 < capacity.blocks.size() && capacity.blocks[fastest] == 0) ++fastest;
