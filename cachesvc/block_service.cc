@@ -102,22 +102,7 @@ grpc::ServerUnaryReactor* BlockServiceImpl::Finish(grpc::CallbackServerContext* 
                                                    const char* method,
                                                    std::chrono::steady_clock::time_point start,
                                                    const absl::Status& status) {
-  if (metrics_ != nullptr) {
-    const std::string code = absl::StatusCodeToString(status.code());
-    metrics_
-        ->counter("cachesvc_rpc_requests_total", "RPCs handled, by method and status code",
-                  {{"method", method}, {"code", code}})
-        .Inc();
-    const double seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    metrics_
-        ->histogram("cachesvc_rpc_latency_seconds", "RPC handling time, by method",
-                    {{"method", method}}, metrics::LatencyBucketsSeconds())
-        .Observe(seconds);
-  }
-  auto* reactor = context->DefaultReactor();
-  reactor->Finish(ToGrpc(status));
-  return reactor;
+  return FinishRpc(context, metrics_, method, start, status);
 }
 
 absl::StatusOr<BlockServiceImpl::Engine> BlockServiceImpl::FindEngine(

@@ -22,11 +22,17 @@
 #include <utility>
 
 #include "cachesvc/ucx_am_protocol.h"
+#include "cachesvc/ucx_status.h"
 #include "fmt/format.h"
 #include "spdlog/spdlog.h"
 
 namespace cachesvc {
 namespace {
+
+using ucx_util::IsErrorPtr;
+using ucx_util::IsPort;
+using ucx_util::PtrStatus;
+using ucx_util::UcsError;
 
 // The progress thread sleeps on the worker's event fd; this bounds a sleep in case a transport
 // raises no event for some progress it needs (a safety net, not the wake-up path).
@@ -58,56 +64,6 @@ bool MayUse(const std::string& transports, std::initializer_list<std::string_vie
     if (transports.find(name) != std::string::npos) return true;
   }
   return false;
-}
-
-// The gRPC canonical code for a UCX status, with UCX's own words in the message.
-absl::Status UcsError(ucs_status_t status, std::string_view what) {
-  std::string message = fmt::format("{}: {}", what, ucs_status_string(status));
-  switch (status) {
-    case UCS_ERR_INVALID_PARAM:
-    case UCS_ERR_INVALID_ADDR:
-      return absl::InvalidArgumentError(message);
-    case UCS_ERR_NO_MEMORY:
-    case UCS_ERR_NO_RESOURCE:
-    case UCS_ERR_EXCEEDS_LIMIT:
-      return absl::ResourceExhaustedError(message);
-    case UCS_ERR_TIMED_OUT:
-    case UCS_ERR_ENDPOINT_TIMEOUT:
-      return absl::DeadlineExceededError(message);
-    case UCS_ERR_CANCELED:
-      return absl::CancelledError(message);
-    case UCS_ERR_NO_DEVICE:
-    case UCS_ERR_UNREACHABLE:
-    case UCS_ERR_BUSY:
-    case UCS_ERR_IO_ERROR:
-    case UCS_ERR_CONNECTION_RESET:
-    case UCS_ERR_REJECTED:
-    case UCS_ERR_NOT_CONNECTED:
-      return absl::UnavailableError(message);
-    case UCS_ERR_UNSUPPORTED:
-      return absl::UnimplementedError(message);
-    default:
-      return absl::InternalError(message);
-  }
-}
-
-// UCS_PTR_IS_ERR / UCS_PTR_STATUS without their C casts (the project builds with
-// -Wold-style-cast).
-bool IsErrorPtr(void* ptr) {
-  return reinterpret_cast<std::uintptr_t>(ptr) >=
-         static_cast<std::uintptr_t>(static_cast<std::intptr_t>(UCS_ERR_LAST));
-}
-ucs_status_t PtrStatus(void* ptr) {
-  return static_cast<ucs_status_t>(reinterpret_cast<std::intptr_t>(ptr));
-}
-
-// getaddrinfo takes "99999" as a port (modulo 65536); ports are checked here instead.
-bool IsPort(const std::string& port) {
-  if (port.empty() || port.size() > 5) return false;
-  for (const char c : port) {
-    if (c < '0' || c > '9') return false;
-  }
-  return std::stoul(port) <= 65535;
 }
 
 // "ip:port" or "[ipv6]:port", numeric only (a listen address names an interface).
@@ -168,15 +124,15 @@ struct UcxDataPlane::Pending {
   UcxDataPlane* plane = nullptr;
   std::uint64_t lease_id = 0;
   std::uint64_t request_id = 0;
-  std::uint64_t length = 0;  // bytes sent (read) or expected (write)
-  ucp_ep_h ep = nullptr;     // where the reply goes; null once the endpoint is closed
-  void* request = nullptr;   // the UCX request; null until its ucp_*_nbx returned
+  std::uint64_t length = 0;            // bytes sent (read) or expected (write)
+  ucp_ep_h ep = nullptr;               // where the reply goes; null once the endpoint is closed
+  void* request = nullptr;             // the UCX request; null until its ucp_*_nbx returned
   UcxBlockHandler* handler = nullptr;  // who began it (reads and writes)
   bool completed = false;
   ucs_status_t ucx_status = UCS_OK;
   std::size_t received = 0;  // rendezvous receives: bytes UCX delivered
   Clock::time_point deadline;
-  bool cancelled = false;   // its deadline passed and cancellation was tried
+  bool cancelled = false;  // its deadline passed and cancellation was tried
   // The AM header (and error message) being sent: UCX 1.13 reads them until the send completes.
   std::array<std::uint8_t, ucx_am::kReplySize> header{};
   std::string message;
@@ -204,20 +160,20 @@ struct UcxDataPlane::Callbacks {
   }
   // Active messages of the block protocol. A rendezvous descriptor not received in the callback
   // is dropped by UCX when the callback returns UCS_OK (the sender's send completes).
-  static ucs_status_t OnReadAm(void* arg, const void* header, std::size_t header_length,
-                               void* data, std::size_t length,
+  static ucs_status_t OnReadAm(void* arg, const void* header, std::size_t header_length, void* data,
+                               std::size_t length,
                                const ucp_am_recv_param_t* param) ABSL_NO_THREAD_SAFETY_ANALYSIS {
     static_cast<UcxDataPlane*>(arg)->OnReadLocked(
-        header, header_length, data, length,
-        (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) != 0, ReplyEp(param));
+        header, header_length, data, length, (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) != 0,
+        ReplyEp(param));
     return UCS_OK;
   }
   static ucs_status_t OnWriteAm(void* arg, const void* header, std::size_t header_length,
                                 void* data, std::size_t length,
                                 const ucp_am_recv_param_t* param) ABSL_NO_THREAD_SAFETY_ANALYSIS {
     static_cast<UcxDataPlane*>(arg)->OnWriteLocked(
-        header, header_length, data, length,
-        (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) != 0, ReplyEp(param));
+        header, header_length, data, length, (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) != 0,
+        ReplyEp(param));
     return UCS_OK;
   }
 
@@ -313,9 +269,9 @@ absl::Status UcxDataPlane::Init(const UcxOptions& options) {
   if (ucs_status_t st = ucp_worker_get_efd(worker_, &worker_fd_); st != UCS_OK) {
     return UcsError(st, "ucp_worker_get_efd");
   }
-  for (const auto& [id, cb] : {std::pair<unsigned, ucp_am_recv_callback_t>{ucx_am::kAmRead,
-                                                                           &Callbacks::OnReadAm},
-                               {ucx_am::kAmWrite, &Callbacks::OnWriteAm}}) {
+  for (const auto& [id, cb] :
+       {std::pair<unsigned, ucp_am_recv_callback_t>{ucx_am::kAmRead, &Callbacks::OnReadAm},
+        {ucx_am::kAmWrite, &Callbacks::OnWriteAm}}) {
     ucp_am_handler_param_t am{};
     am.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_FLAGS |
                     UCP_AM_HANDLER_PARAM_FIELD_CB | UCP_AM_HANDLER_PARAM_FIELD_ARG;
@@ -562,13 +518,13 @@ namespace {
 absl::Status CheckRequest(const void* header, std::size_t header_length, ucx_am::Request* out) {
   const std::uint32_t version = ucx_am::VersionOf(header, header_length);
   if (header_length >= 4 && version != ucx_am::kVersion) {
-    return absl::FailedPreconditionError(fmt::format(
-        "block protocol version {} is not supported (this server speaks {})", version,
-        ucx_am::kVersion));
+    return absl::FailedPreconditionError(
+        fmt::format("block protocol version {} is not supported (this server speaks {})", version,
+                    ucx_am::kVersion));
   }
   if (!ucx_am::Decode(header, header_length, out)) {
-    return absl::InvalidArgumentError(fmt::format(
-        "block request header of {} bytes (expected {})", header_length, ucx_am::kRequestSize));
+    return absl::InvalidArgumentError(fmt::format("block request header of {} bytes (expected {})",
+                                                  header_length, ucx_am::kRequestSize));
   }
   return absl::OkStatus();
 }
@@ -614,7 +570,8 @@ void UcxDataPlane::OnReadLocked(const void* header, std::size_t header_length, v
         fmt::format("lease {}: the block's {} bytes do not fit the reader's {}-byte buffer",
                     request.lease_id, grant->length, request.length));
   } else if (grant->data == nullptr && grant->length > 0) {
-    refused = absl::InternalError(fmt::format("lease {}: read granted no memory", request.lease_id));
+    refused =
+        absl::InternalError(fmt::format("lease {}: read granted no memory", request.lease_id));
   }
   if (!refused.ok()) {
     handler->EndRead(request.lease_id, refused);
@@ -632,8 +589,8 @@ void UcxDataPlane::OnReadLocked(const void* header, std::size_t header_length, v
   op->ep = reply_ep;
   op->handler = handler;
   op->deadline = Clock::now() + op_timeout_;
-  op->header = ucx_am::Encode(ucx_am::Reply{.request_id = request.request_id,
-                                            .length = grant->length});
+  op->header =
+      ucx_am::Encode(ucx_am::Reply{.request_id = request.request_id, .length = grant->length});
   pending_.emplace(op, std::move(owned));
   ++pending_grants_;
 
@@ -684,8 +641,7 @@ void UcxDataPlane::OnWriteLocked(const void* header, std::size_t header_length, 
     return;
   }
   UcxBlockHandler* handler = handler_;
-  absl::StatusOr<UcxBlockHandler::WriteGrant> grant =
-      handler->BeginWrite(request.lease_id, length);
+  absl::StatusOr<UcxBlockHandler::WriteGrant> grant = handler->BeginWrite(request.lease_id, length);
   if (!grant.ok()) {
     SendReplyLocked(reply_ep, ucx_am::kAmWriteReply, request.request_id, grant.status(), 0);
     return;
@@ -766,8 +722,7 @@ void UcxDataPlane::SendReplyLocked(ucp_ep_h ep, unsigned am_id, std::uint64_t re
                                       op->message.data(), op->message.size(), &param);
   if (ucx_request == nullptr) return;  // sent; `owned` goes
   if (IsErrorPtr(ucx_request)) {
-    spdlog::debug("ucx: cannot send a block reply: {}",
-                  ucs_status_string(PtrStatus(ucx_request)));
+    spdlog::debug("ucx: cannot send a block reply: {}", ucs_status_string(PtrStatus(ucx_request)));
     return;
   }
   op->request = ucx_request;
@@ -784,8 +739,8 @@ void UcxDataPlane::ProcessCompletedLocked() {
         status = UcsError(op->ucx_status, op->kind == Pending::Kind::kWrite ? "receiving the block"
                                                                             : "sending the block");
       } else if (op->kind == Pending::Kind::kWrite && op->received != op->length) {
-        status = absl::DataLossError(fmt::format("received {} of the {} bytes announced",
-                                                 op->received, op->length));
+        status = absl::DataLossError(
+            fmt::format("received {} of the {} bytes announced", op->received, op->length));
       }
       FinishLocked(op, status);
     }
@@ -795,9 +750,9 @@ void UcxDataPlane::ProcessCompletedLocked() {
 void UcxDataPlane::FinishLocked(Pending* op, const absl::Status& status) {
   absl::Status result = status;
   if (op->cancelled && !status.ok()) {
-    result = absl::DeadlineExceededError(
-        fmt::format("not done within {} ms, cancelled ({})", op_timeout_.count(),
-                    std::string(status.message())));
+    result = absl::DeadlineExceededError(fmt::format("not done within {} ms, cancelled ({})",
+                                                     op_timeout_.count(),
+                                                     std::string(status.message())));
   }
   if (op->request != nullptr && worker_ != nullptr) {
     ucp_request_free(op->request);
@@ -836,15 +791,17 @@ void UcxDataPlane::CheckDeadlinesLocked() {
     if (op->ep != nullptr && detect_peer_failure_) {
       // What really cancels: closing the endpoint by force completes everything in flight on
       // it with UCS_ERR_CANCELED. The client's calls fail; it must reconnect.
-      spdlog::warn("ucx: block transfer (lease {}) not done within {} ms; closing the client's "
-                   "connection",
-                   op->lease_id, op_timeout_.count());
+      spdlog::warn(
+          "ucx: block transfer (lease {}) not done within {} ms; closing the client's "
+          "connection",
+          op->lease_id, op_timeout_.count());
       to_close.push_back(op->ep);
     } else if (op->kind != Pending::Kind::kReply) {
-      spdlog::warn("ucx: block transfer (lease {}) not done within {} ms; UCX cannot cancel it "
-                   "without peer failure detection, so it stays granted until UCX completes it "
-                   "or the client's connection drops",
-                   op->lease_id, op_timeout_.count());
+      spdlog::warn(
+          "ucx: block transfer (lease {}) not done within {} ms; UCX cannot cancel it "
+          "without peer failure detection, so it stays granted until UCX completes it "
+          "or the client's connection drops",
+          op->lease_id, op_timeout_.count());
     }
   }
   for (ucp_ep_h ep : to_close) {

@@ -185,12 +185,10 @@ class UcxDataPlane {
   void DropEndpointLocked(ucp_ep* ep) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // The block protocol (called from the AM callbacks, under mu_).
-  void OnReadLocked(const void* header, std::size_t header_length, void* data,
-                    std::size_t length, bool rndv, ucp_ep* reply_ep)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void OnWriteLocked(const void* header, std::size_t header_length, void* data,
-                     std::size_t length, bool rndv, ucp_ep* reply_ep)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void OnReadLocked(const void* header, std::size_t header_length, void* data, std::size_t length,
+                    bool rndv, ucp_ep* reply_ep) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void OnWriteLocked(const void* header, std::size_t header_length, void* data, std::size_t length,
+                     bool rndv, ucp_ep* reply_ep) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Sends a reply header (+ message for an error) on `ep`, fire and forget.
   void SendReplyLocked(ucp_ep* ep, unsigned am_id, std::uint64_t request_id,
                        const absl::Status& status, std::uint64_t length)
@@ -230,7 +228,7 @@ class UcxDataPlane {
   UcxBlockHandler* handler_ ABSL_GUARDED_BY(mu_) = nullptr;
   // Every block-protocol operation with a UCX request in flight (reads, writes, replies), owned.
   std::unordered_map<Pending*, std::unique_ptr<Pending>> pending_ ABSL_GUARDED_BY(mu_);
-  std::size_t pending_grants_ ABSL_GUARDED_BY(mu_) = 0;  // reads and writes among pending_
+  std::size_t pending_grants_ ABSL_GUARDED_BY(mu_) = 0;   // reads and writes among pending_
   std::vector<Pending*> completed_ ABSL_GUARDED_BY(mu_);  // completed by UCX, not yet ended
   std::chrono::steady_clock::time_point next_deadline_scan_ ABSL_GUARDED_BY(mu_);
 };

@@ -21,10 +21,16 @@
 #include <vector>
 
 #include "cachesvc/ucx_am_protocol.h"
+#include "cachesvc/ucx_status.h"
 #include "fmt/format.h"
 
 namespace cachesvc::client {
 namespace {
+
+using ucx_util::IsErrorPtr;
+using ucx_util::IsPort;
+using ucx_util::PtrStatus;
+using ucx_util::UcsError;
 
 using Clock = std::chrono::steady_clock;
 
@@ -41,62 +47,14 @@ constexpr int kSleepMs = 1;
 // in flight.
 constexpr auto kAbortGrace = std::chrono::seconds(1);
 
-absl::Status UcsError(ucs_status_t status, std::string_view what) {
-  std::string message = fmt::format("{}: {}", what, ucs_status_string(status));
-  switch (status) {
-    case UCS_ERR_INVALID_PARAM:
-    case UCS_ERR_INVALID_ADDR:
-      return absl::InvalidArgumentError(message);
-    case UCS_ERR_NO_MEMORY:
-    case UCS_ERR_NO_RESOURCE:
-    case UCS_ERR_EXCEEDS_LIMIT:
-      return absl::ResourceExhaustedError(message);
-    case UCS_ERR_TIMED_OUT:
-    case UCS_ERR_ENDPOINT_TIMEOUT:
-      return absl::DeadlineExceededError(message);
-    case UCS_ERR_CANCELED:
-      return absl::CancelledError(message);
-    case UCS_ERR_NO_DEVICE:
-    case UCS_ERR_UNREACHABLE:
-    case UCS_ERR_BUSY:
-    case UCS_ERR_IO_ERROR:
-    case UCS_ERR_CONNECTION_RESET:
-    case UCS_ERR_REJECTED:
-    case UCS_ERR_NOT_CONNECTED:
-      return absl::UnavailableError(message);
-    case UCS_ERR_UNSUPPORTED:
-      return absl::UnimplementedError(message);
-    default:
-      return absl::InternalError(message);
-  }
-}
-
-// UCS_PTR_IS_ERR / UCS_PTR_STATUS without their C casts (-Wold-style-cast).
-bool IsErrorPtr(void* ptr) {
-  return reinterpret_cast<std::uintptr_t>(ptr) >=
-         static_cast<std::uintptr_t>(static_cast<std::intptr_t>(UCS_ERR_LAST));
-}
-ucs_status_t PtrStatus(void* ptr) {
-  return static_cast<ucs_status_t>(reinterpret_cast<std::intptr_t>(ptr));
-}
-
 // A daemon's answer as a status. A code outside the gRPC range is reported as UNKNOWN.
 absl::Status StatusFromReply(std::uint32_t code, std::string message) {
   if (code > static_cast<std::uint32_t>(absl::StatusCode::kUnauthenticated)) {
-    return absl::UnknownError(fmt::format("daemon answered unknown status code {}: {}", code,
-                                          message));
+    return absl::UnknownError(
+        fmt::format("daemon answered unknown status code {}: {}", code, message));
   }
   if (code == 0) return absl::OkStatus();
   return absl::Status(static_cast<absl::StatusCode>(code), message);
-}
-
-// getaddrinfo takes "99999" as a port (modulo 65536); ports are checked here instead.
-bool IsPort(const std::string& port) {
-  if (port.empty() || port.size() > 5) return false;
-  for (const char c : port) {
-    if (c < '0' || c > '9') return false;
-  }
-  return std::stoul(port) <= 65535;
 }
 
 // ucp_ep_rkey_unpack takes no length: it trusts the md map and the per-md sizes inside the
@@ -147,7 +105,7 @@ struct AmOp {
   std::uint64_t request_id = 0;
   std::uint64_t lease_id = 0;
   std::array<std::uint8_t, ucx_am::kRequestSize> header{};  // read by UCX until the send completes
-  void* dst = nullptr;  // reads
+  void* dst = nullptr;                                      // reads
   std::size_t capacity = 0;
   void* send_request = nullptr;  // the request message (write: with its data)
   bool send_done = false;
@@ -205,8 +163,8 @@ class Connection {
  private:
   static void OnEndpointError(void* arg, ucp_ep_h ep, ucs_status_t status);
   // The daemon's read and write replies (called from ucp_worker_progress, so under mu_).
-  static ucs_status_t OnReply(void* arg, const void* header, std::size_t header_length,
-                              void* data, std::size_t length, const ucp_am_recv_param_t* param);
+  static ucs_status_t OnReply(void* arg, const void* header, std::size_t header_length, void* data,
+                              std::size_t length, const ucp_am_recv_param_t* param);
   // Frees the op's completed requests; records their status.
   static void CollectAm(AmOp& op);
   // Frees completed requests; records the first failure in `first_error`.
@@ -228,8 +186,7 @@ void Connection::OnEndpointError(void* arg, ucp_ep_h /*ep*/, ucs_status_t status
 }
 
 ucs_status_t Connection::OnReply(void* arg, const void* header, std::size_t header_length,
-                                 void* data, std::size_t length,
-                                 const ucp_am_recv_param_t* param) {
+                                 void* data, std::size_t length, const ucp_am_recv_param_t* param) {
   auto* self = static_cast<Connection*>(arg);
   const bool rndv = (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) != 0;
   // A rendezvous payload not received here is dropped when this returns; an error status tells
@@ -260,9 +217,9 @@ ucs_status_t Connection::OnReply(void* arg, const void* header, std::size_t head
     return refuse;
   }
   if (length > op.capacity) {
-    op.status = absl::OutOfRangeError(
-        fmt::format("lease {}: the daemon sent {} bytes for a {}-byte buffer", op.lease_id,
-                    length, op.capacity));
+    op.status =
+        absl::OutOfRangeError(fmt::format("lease {}: the daemon sent {} bytes for a {}-byte buffer",
+                                          op.lease_id, length, op.capacity));
     return refuse;
   }
   op.received = length;
@@ -935,7 +892,8 @@ absl::Status UcxTransport::BlockTransfer(std::span<const Op> ops) {
       if (status.ok() && ops[i].received != nullptr) *ops[i].received = op.received;
     }
     if (!status.ok() && first.ok()) {
-      first = absl::Status(status.code(), fmt::format("op {}: {}", i, std::string(status.message())));
+      first =
+          absl::Status(status.code(), fmt::format("op {}: {}", i, std::string(status.message())));
     }
   }
   return first;

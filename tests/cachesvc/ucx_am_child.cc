@@ -45,7 +45,8 @@ int main(int argc, char** argv) {
       return 1;
     }
     if (round == 0) {
-      std::printf("looping%s\n", std::memcmp(out.data(), in.data(), out.size()) == 0 ? "" : " (bad data)");
+      std::printf("looping%s\n",
+                  std::memcmp(out.data(), in.data(), out.size()) == 0 ? "" : " (bad data)");
       std::fflush(stdout);
     }
   }

@@ -295,8 +295,8 @@ class RawClient {
  private:
   explicit RawClient(bool peer) : peer_(peer) {}
 
-  static ucs_status_t OnReply(void* arg, const void* header, std::size_t header_length,
-                              void* data, std::size_t length, const ucp_am_recv_param_t* param) {
+  static ucs_status_t OnReply(void* arg, const void* header, std::size_t header_length, void* data,
+                              std::size_t length, const ucp_am_recv_param_t* param) {
     auto* self = static_cast<RawClient*>(arg);
     Received r{};
     r.am_id = self->current_id_;
@@ -307,13 +307,13 @@ class RawClient {
     self->replies.push_back(std::move(r));
     return UCS_OK;  // a rendezvous payload is refused
   }
-  static ucs_status_t OnReadReply(void* arg, const void* h, std::size_t hl, void* d,
-                                  std::size_t l, const ucp_am_recv_param_t* p) {
+  static ucs_status_t OnReadReply(void* arg, const void* h, std::size_t hl, void* d, std::size_t l,
+                                  const ucp_am_recv_param_t* p) {
     static_cast<RawClient*>(arg)->current_id_ = ucx_am::kAmReadReply;
     return OnReply(arg, h, hl, d, l, p);
   }
-  static ucs_status_t OnWriteReply(void* arg, const void* h, std::size_t hl, void* d,
-                                   std::size_t l, const ucp_am_recv_param_t* p) {
+  static ucs_status_t OnWriteReply(void* arg, const void* h, std::size_t hl, void* d, std::size_t l,
+                                   const ucp_am_recv_param_t* p) {
     static_cast<RawClient*>(arg)->current_id_ = ucx_am::kAmWriteReply;
     return OnReply(arg, h, hl, d, l, p);
   }
@@ -337,9 +337,9 @@ class RawClient {
     worker_params.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
     worker_params.thread_mode = UCS_THREAD_MODE_SINGLE;
     if (ucp_worker_create(context_, &worker_params, &worker_) != UCS_OK) return false;
-    for (const auto& [id, cb] : {std::pair<unsigned, ucp_am_recv_callback_t>{
-                                     ucx_am::kAmReadReply, &OnReadReply},
-                                 {ucx_am::kAmWriteReply, &OnWriteReply}}) {
+    for (const auto& [id, cb] :
+         {std::pair<unsigned, ucp_am_recv_callback_t>{ucx_am::kAmReadReply, &OnReadReply},
+          {ucx_am::kAmWriteReply, &OnWriteReply}}) {
       ucp_am_handler_param_t am{};
       am.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_FLAGS |
                       UCP_AM_HANDLER_PARAM_FIELD_CB | UCP_AM_HANDLER_PARAM_FIELD_ARG;
@@ -428,8 +428,7 @@ class UcxAmTest : public ::testing::TestWithParam<TransportCase> {
     EXPECT_EQ(after.end_writes, c.end_writes);
   }
 
-  absl::StatusOr<std::unique_ptr<UcxTransport>> Connect(
-      std::chrono::milliseconds op_timeout = 5s) {
+  absl::StatusOr<std::unique_ptr<UcxTransport>> Connect(std::chrono::milliseconds op_timeout = 5s) {
     return UcxTransport::Connect(
         plane_->address(),
         UcxTransportOptions{.transports = GetParam().tls,
@@ -689,8 +688,8 @@ TEST_P(UcxAmTest, MalformedRequestsAreAnsweredNotFatal) {
   ASSERT_NE(raw, nullptr);
   const auto request = [](std::uint64_t id, std::uint64_t lease, std::uint64_t length,
                           std::uint32_t version = ucx_am::kVersion) {
-    return ucx_am::Encode(ucx_am::Request{
-        .version = version, .request_id = id, .lease_id = lease, .length = length});
+    return ucx_am::Encode(
+        ucx_am::Request{.version = version, .request_id = id, .lease_id = lease, .length = length});
   };
   std::vector<std::uint8_t> data(kBlock, 0x77);
   std::vector<std::uint8_t> original(kBufferBytes);
@@ -725,8 +724,8 @@ TEST_P(UcxAmTest, MalformedRequestsAreAnsweredNotFatal) {
     EXPECT_NE(r.reply.code, 0u) << "request " << r.reply.request_id << " was accepted";
     EXPECT_EQ(r.payload.size(), r.reply.length) << "the message's length";
     by_id[r.reply.request_id] = r.reply;
-    std::cout << "request " << r.reply.request_id << ": code " << r.reply.code << " \""
-              << r.payload << "\"\n";
+    std::cout << "request " << r.reply.request_id << ": code " << r.reply.code << " \"" << r.payload
+              << "\"\n";
   }
   EXPECT_EQ(by_id[2].code, static_cast<std::uint32_t>(absl::StatusCode::kInvalidArgument));
   EXPECT_EQ(by_id[3].code, static_cast<std::uint32_t>(absl::StatusCode::kFailedPrecondition));
@@ -813,10 +812,10 @@ TEST_P(UcxAmTest, AClientKilledMidTransferCostsTheServerNothing) {
     EXPECT_TRUE(blocks_.WaitPaired(kServerOpTimeout + 3s)) << "round " << round;
     const auto ended = Clock::now();
     const FakeBlocks::Counts after = blocks_.counts();
-    interrupted += after.failed_reads + after.failed_writes - before.failed_reads -
-                   before.failed_writes;
-    std::cout << "round " << round << ": " << after.begin_reads - before.begin_reads
-              << " reads, " << after.begin_writes - before.begin_writes << " writes, "
+    interrupted +=
+        after.failed_reads + after.failed_writes - before.failed_reads - before.failed_writes;
+    std::cout << "round " << round << ": " << after.begin_reads - before.begin_reads << " reads, "
+              << after.begin_writes - before.begin_writes << " writes, "
               << after.failed_reads - before.failed_reads << " + "
               << after.failed_writes - before.failed_writes << " ended with an error, all ended "
               << std::chrono::duration_cast<std::chrono::milliseconds>(ended - killed).count()
@@ -882,7 +881,8 @@ TEST_P(UcxAmTest, DISABLED_Throughput) {
             writes.push_back({lease, mine.data() + static_cast<std::size_t>(b) * kBlock, kBlock});
           }
           while (Clock::now() - start < kDuration) {
-            const absl::Status status = write ? client_->WriteMany(writes) : client_->ReadMany(reads);
+            const absl::Status status =
+                write ? client_->WriteMany(writes) : client_->ReadMany(reads);
             if (!status.ok()) {
               ++errors;
               return;
