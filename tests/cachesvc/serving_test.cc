@@ -18,7 +18,7 @@
 #include "client/block_client.h"
 #include "fmt/format.h"
 #include "grpcpp/grpcpp.h"
-#include "httplib.h"
+#include "tests/support/daemon.h"
 #include "tests/support/subprocess.h"
 #include "xxhash.h"
 
@@ -27,6 +27,7 @@ namespace {
 
 using ::cachesvc::client::BlockClient;
 using ::cachesvc::client::BlockClientOptions;
+using ::cachesvc::testing::RunningDaemon;
 using ::cachesvc::testing::Subprocess;
 using namespace std::chrono_literals;
 
@@ -69,31 +70,15 @@ class Daemon {
                                  "--tiers-nvme-capacity-bytes", "67108864"});
     }
     argv.insert(argv.end(), extra.begin(), extra.end());
-    process_ = std::make_unique<Subprocess>(argv);
-    if (auto line = process_->WaitForLine("listening on ", 20s)) {
-      const auto at = line->find("listening on ") + 13;
-      address_ = line->substr(at, line->find(' ', at) - at);
-      const auto m = line->find("metrics ") + 8;
-      metrics_ = line->substr(m, line->find(')', m) - m);
-    }
+    daemon_ = std::make_unique<RunningDaemon>(argv);
   }
-  const std::string& address() const { return address_; }
-  // The value of one sample of the daemon's /metrics (its full name with labels), -1 if absent.
-  double Metric(const std::string& sample) const {
-    httplib::Client http("http://" + metrics_);
-    auto r = http.Get("/metrics");
-    if (!r || r->status != 200) return -1;
-    std::istringstream lines(r->body);
-    for (std::string line; std::getline(lines, line);) {
-      if (line.starts_with(sample + " ")) return std::stod(line.substr(sample.size() + 1));
-    }
-    return -1;
-  }
-  Subprocess& process() { return *process_; }
+  const std::string& address() const { return daemon_->address(); }
+  double Metric(const std::string& sample) const { return daemon_->Metric(sample); }
+  Subprocess& process() { return daemon_->process(); }
 
   std::unique_ptr<BlockClient> Client(const std::string& token) const {
     BlockClientOptions options;
-    options.address = address_;
+    options.address = address();
     options.token = token;
     auto c = BlockClient::Connect(options);
     EXPECT_TRUE(c.ok()) << c.status();
@@ -102,9 +87,7 @@ class Daemon {
 
  private:
   std::filesystem::path dir_;
-  std::unique_ptr<Subprocess> process_;
-  std::string address_;
-  std::string metrics_;
+  std::unique_ptr<RunningDaemon> daemon_;
 };
 
 // `n` distinct keys and payloads of `bytes` each, from `seed`.

@@ -20,7 +20,7 @@
 #include "cachesvc/v1/cachesvc.grpc.pb.h"
 #include "client/block_client.h"
 #include "grpcpp/grpcpp.h"
-#include "httplib.h"
+#include "tests/support/daemon.h"
 #include "tests/support/subprocess.h"
 
 namespace cachesvc {
@@ -28,6 +28,7 @@ namespace {
 
 using ::cachesvc::client::BlockClient;
 using ::cachesvc::client::BlockClientOptions;
+using ::cachesvc::testing::RunningDaemon;
 using ::cachesvc::testing::Subprocess;
 using namespace std::chrono_literals;
 
@@ -69,34 +70,18 @@ class Daemon {
         << "[[tenants]]\nname = \"a\"\ntoken_sha256 = [\"" << Sha256Hex(kTokenA) << "\"]\n"
         << "[[tenants]]\nname = \"b\"\ntoken_sha256 = [\"" << Sha256Hex(kTokenB) << "\"]\n"
         << "quota_sessions = 2\n";
-    process_ = std::make_unique<Subprocess>(std::vector<std::string>{
+    daemon_ = std::make_unique<RunningDaemon>(std::vector<std::string>{
         CACHESVC_BIN, "--config", (dir / "cachesvc.toml").string(), "--listen", "127.0.0.1:0",
         "--data-dir", (dir / "data").string(), "--metrics-listen", "127.0.0.1:0",
         "--drain-timeout-s", "5", "--tiers-host-capacity-bytes", "67108864",
         "--tiers-nvme-capacity-bytes", "67108864"});
-    if (auto line = process_->WaitForLine("listening on ", 20s)) {
-      const auto at = line->find("listening on ") + 13;
-      address_ = line->substr(at, line->find(' ', at) - at);
-      const auto m = line->find("metrics ") + 8;
-      metrics_ = line->substr(m, line->find(')', m) - m);
-    }
-    auto channel = grpc::CreateChannel(address_, grpc::InsecureChannelCredentials());
+    auto channel = grpc::CreateChannel(address(), grpc::InsecureChannelCredentials());
     sessions_ = v1::SessionService::NewStub(channel);
     admin_ = v1::AdminService::NewStub(channel);
   }
-  const std::string& address() const { return address_; }
-  // The value of one sample of the daemon's /metrics (its full name with labels), -1 if absent.
-  double Metric(const std::string& sample) const {
-    httplib::Client http("http://" + metrics_);
-    auto r = http.Get("/metrics");
-    if (!r || r->status != 200) return -1;
-    std::istringstream lines(r->body);
-    for (std::string line; std::getline(lines, line);) {
-      if (line.starts_with(sample + " ")) return std::stod(line.substr(sample.size() + 1));
-    }
-    return -1;
-  }
-  Subprocess& process() { return *process_; }
+  const std::string& address() const { return daemon_->address(); }
+  double Metric(const std::string& sample) const { return daemon_->Metric(sample); }
+  Subprocess& process() { return daemon_->process(); }
   v1::SessionService::Stub& sessions() { return *sessions_; }
   v1::AdminService::Stub& admin() { return *admin_; }
 
@@ -105,13 +90,13 @@ class Daemon {
   std::optional<int> Stop() {
     sessions_.reset();
     admin_.reset();
-    process_->Signal(SIGTERM);
-    return process_->Wait(30s);
+    daemon_->process().Signal(SIGTERM);
+    return daemon_->process().Wait(30s);
   }
 
   std::unique_ptr<BlockClient> Engine(const std::string& token) const {
     BlockClientOptions options;
-    options.address = address_;
+    options.address = address();
     options.token = token;
     auto c = BlockClient::Connect(options);
     EXPECT_TRUE(c.ok()) << c.status();
@@ -119,9 +104,7 @@ class Daemon {
   }
 
  private:
-  std::unique_ptr<Subprocess> process_;
-  std::string address_;
-  std::string metrics_;
+  std::unique_ptr<RunningDaemon> daemon_;
   std::unique_ptr<v1::SessionService::Stub> sessions_;
   std::unique_ptr<v1::AdminService::Stub> admin_;
 };

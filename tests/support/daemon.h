@@ -1,0 +1,32 @@
+// tests/support/daemon.h: a cachesvc daemon started by an integration test: the child process,
+// the gRPC and metrics addresses it printed in its "listening on" line, and one sample of its
+// /metrics. Tests build the argv (config file, tiers, tenants) themselves.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "tests/support/subprocess.h"
+
+namespace cachesvc::testing {
+
+class RunningDaemon {
+ public:
+  // Starts `argv` and waits (20 s at most) for its "listening on" line; address() is empty if it
+  // never came (the output says why).
+  explicit RunningDaemon(std::vector<std::string> argv);
+
+  const std::string& address() const { return address_; }
+  const std::string& metrics_address() const { return metrics_; }
+  // The value of one sample of /metrics (its full name with labels), -1 if absent or unreachable.
+  double Metric(const std::string& sample) const;
+  Subprocess& process() { return *process_; }
+
+ private:
+  std::unique_ptr<Subprocess> process_;
+  std::string address_;
+  std::string metrics_;
+};
+
+}  // namespace cachesvc::testing
