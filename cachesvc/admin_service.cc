@@ -1,12 +1,17 @@
 #include "cachesvc/admin_service.h"
 
+#include <charconv>
 #include <chrono>
+#include <string>
 #include <string_view>
+#include <vector>
 
 #include "cachesvc/block_store.h"
 #include "cachesvc/grpc_util.h"
 #include "cachesvc/session_ops.h"
 #include "cachesvc/tenants.h"
+#include "cachesvc/wire.h"
+#include "fmt/format.h"
 
 namespace cachesvc {
 namespace {
@@ -130,47 +135,177 @@ grpc::ServerUnaryReactor* AdminServiceImpl::CloseSession(grpc::CallbackServerCon
 }
 
 grpc::ServerUnaryReactor* AdminServiceImpl::GetBlock(grpc::CallbackServerContext* context,
-                                                     const v1::GetBlockRequest* /*request*/,
+                                                     const v1::GetBlockRequest* request,
                                                      v1::GetBlockResponse* response) {
   return Serve(context, "Admin.GetBlock", response,
-               [](const Tenant&) -> absl::StatusOr<v1::GetBlockResponse> {
-                 return absl::UnimplementedError(
-                     "GetBlock: the block store has no per-block description yet (it answers "
-                     "only prefix lookups: tiers and codec, no length, checksum, leases or "
-                     "accesses)");
+               [&](const Tenant& t) -> absl::StatusOr<v1::GetBlockResponse> {
+                 if (backends_.blocks == nullptr) {
+                   return absl::UnimplementedError("GetBlock: this daemon stores no blocks");
+                 }
+                 auto key = KeyFromProto(request->key(), "key");
+                 if (!key.ok()) return key.status();
+                 auto d = backends_.blocks->Describe(t.name(), t.salt(), *key);
+                 if (!d.ok()) return d.status();
+                 v1::GetBlockResponse out;
+                 out.mutable_key()->set_key(std::string(d->key.Bytes()));
+                 out.set_layout_fingerprint(d->layout_fingerprint);
+                 for (tiers::TierKind k :
+                      {tiers::TierKind::kHbm, tiers::TierKind::kHost, tiers::TierKind::kNvme}) {
+                   if ((d->tiers & TierBit(k)) != 0) out.add_tiers(TierToProto(k));
+                 }
+                 out.set_codec(CodecToProto(d->codec));
+                 out.set_length(d->length);
+                 out.set_checksum(d->checksum);
+                 out.set_sessions(d->sessions);
+                 out.set_leases(d->leases);
+                 out.set_last_access_unix_ms(d->last_access_unix_ms);
+                 out.set_accesses(d->accesses);
+                 return out;
                });
 }
 
 grpc::ServerUnaryReactor* AdminServiceImpl::Evict(grpc::CallbackServerContext* context,
-                                                  const v1::EvictRequest* /*request*/,
+                                                  const v1::EvictRequest* request,
                                                   v1::EvictResponse* response) {
   return Serve(context, "Admin.Evict", response,
-               [](const Tenant&) -> absl::StatusOr<v1::EvictResponse> {
-                 return absl::UnimplementedError(
-                     "Evict: the block store has no eviction on demand yet (blocks leave a tier "
-                     "only when it is full), and sessions are not tied to blocks yet");
+               [&](const Tenant& t) -> absl::StatusOr<v1::EvictResponse> {
+                 if (backends_.blocks == nullptr) {
+                   return absl::UnimplementedError("Evict: this daemon stores no blocks");
+                 }
+                 auto tier = TierFromProto(request->tier());
+                 if (!tier.ok()) return tier.status();
+                 EvictTarget target;
+                 switch (request->target_case()) {
+                   case v1::EvictRequest::kKey: {
+                     auto key = KeyFromProto(request->key(), "key");
+                     if (!key.ok()) return key.status();
+                     target.key = *key;
+                     break;
+                   }
+                   case v1::EvictRequest::kSessionId:
+                     if (absl::Status st =
+                             backends_.sessions->CheckSession(t, request->session_id());
+                         !st.ok()) {
+                       return st;
+                     }
+                     target.session_id = request->session_id();
+                     break;
+                   case v1::EvictRequest::kAll:
+                     if (!request->all()) {
+                       return absl::InvalidArgumentError("all: false; set it to evict every block");
+                     }
+                     target.all = true;
+                     break;
+                   default:
+                     return absl::InvalidArgumentError("target: give a key, a session_id or all");
+                 }
+                 auto result = backends_.blocks->Evict(t.name(), t.salt(), target, *tier);
+                 if (!result.ok()) return result.status();
+                 v1::EvictResponse out;
+                 out.set_blocks_evicted(result->blocks);
+                 out.set_bytes_freed(result->bytes);
+                 return out;
                });
 }
+
+namespace {
+
+// The knobs of a placement policy, with their help text.
+std::vector<v1::PolicyKnob> KnobsOf(const PlacementPolicy& p) {
+  const auto knob = [](std::string name, std::string value, std::string help) {
+    v1::PolicyKnob k;
+    k.set_name(std::move(name));
+    k.set_value(std::move(value));
+    k.set_help(std::move(help));
+    return k;
+  };
+  return {
+      knob("policy", p.name,
+           "cachesvc (agent-aware: a waiting session's blocks stay in host memory until its "
+           "expected return), lru-tiered, or ttl-pin"),
+      knob("prefetch_lead_ms", std::to_string(p.prefetch_lead.count()),
+           "cachesvc: stage a waiting session's blocks from NVMe this long before its expected "
+           "return (0..600000)"),
+      knob("pin_ttl_ms", std::to_string(p.pin_ttl.count()),
+           "ttl-pin: how long a session's blocks are held after its tool call starts "
+           "(1..86400000)"),
+      knob("lease_timeout_ms", std::to_string(p.lease_timeout.count()),
+           "a lease not released this long ends and its slot is reclaimed (1..86400000); "
+           "applies to leases granted from now on"),
+  };
+}
+
+absl::StatusOr<std::chrono::milliseconds> ParseMs(const v1::PolicyKnob& knob) {
+  std::int64_t v = 0;
+  const std::string& text = knob.value();
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (ec != std::errc() || end != text.data() + text.size() || text.empty()) {
+    return absl::InvalidArgumentError(
+        fmt::format("{}: '{}' is not a whole number of milliseconds", knob.name(), text));
+  }
+  return std::chrono::milliseconds(v);
+}
+
+}  // namespace
 
 grpc::ServerUnaryReactor* AdminServiceImpl::GetPolicy(grpc::CallbackServerContext* context,
                                                       const v1::GetPolicyRequest* /*request*/,
                                                       v1::GetPolicyResponse* response) {
   return Serve(context, "Admin.GetPolicy", response,
-               [](const Tenant&) -> absl::StatusOr<v1::GetPolicyResponse> {
-                 return absl::UnimplementedError(
-                     "GetPolicy: the block store does not expose its residency policy or "
-                     "its knobs yet");
+               [&](const Tenant&) -> absl::StatusOr<v1::GetPolicyResponse> {
+                 if (backends_.blocks == nullptr) {
+                   return absl::UnimplementedError("GetPolicy: this daemon stores no blocks");
+                 }
+                 const PlacementPolicy p = backends_.blocks->Policy();
+                 v1::GetPolicyResponse out;
+                 out.set_policy(p.name);
+                 for (auto& k : KnobsOf(p)) *out.add_knobs() = std::move(k);
+                 return out;
                });
 }
 
 grpc::ServerUnaryReactor* AdminServiceImpl::SetPolicy(grpc::CallbackServerContext* context,
-                                                      const v1::SetPolicyRequest* /*request*/,
+                                                      const v1::SetPolicyRequest* request,
                                                       v1::SetPolicyResponse* response) {
   return Serve(context, "Admin.SetPolicy", response,
-               [](const Tenant&) -> absl::StatusOr<v1::SetPolicyResponse> {
-                 return absl::UnimplementedError(
-                     "SetPolicy: the residency policy has no knobs that can change at run time "
-                     "yet");
+               [&](const Tenant&) -> absl::StatusOr<v1::SetPolicyResponse> {
+                 if (backends_.blocks == nullptr) {
+                   return absl::UnimplementedError("SetPolicy: this daemon stores no blocks");
+                 }
+                 if (!IsLocalPeer(context->peer())) {
+                   return absl::PermissionDeniedError(
+                       "SetPolicy affects every tenant: call it from the daemon's host");
+                 }
+                 if (request->knobs().empty()) {
+                   return absl::InvalidArgumentError("knobs: empty; nothing to set");
+                 }
+                 PlacementPolicy p = backends_.blocks->Policy();
+                 for (const v1::PolicyKnob& knob : request->knobs()) {
+                   if (knob.name() == "policy") {
+                     if (absl::Status st = CheckPolicyName(knob.value()); !st.ok()) return st;
+                     p.name = knob.value();
+                     continue;
+                   }
+                   std::chrono::milliseconds* field = nullptr;
+                   if (knob.name() == "prefetch_lead_ms") field = &p.prefetch_lead;
+                   if (knob.name() == "pin_ttl_ms") field = &p.pin_ttl;
+                   if (knob.name() == "lease_timeout_ms") field = &p.lease_timeout;
+                   if (field == nullptr) {
+                     return absl::InvalidArgumentError(fmt::format(
+                         "knob '{}': not one of policy, prefetch_lead_ms, pin_ttl_ms, "
+                         "lease_timeout_ms",
+                         knob.name()));
+                   }
+                   auto ms = ParseMs(knob);
+                   if (!ms.ok()) return ms.status();
+                   *field = *ms;
+                 }
+                 if (absl::Status st = backends_.blocks->SetPolicy(p); !st.ok()) return st;
+                 v1::SetPolicyResponse out;
+                 for (auto& k : KnobsOf(backends_.blocks->Policy())) {
+                   *out.add_knobs() = std::move(k);
+                 }
+                 return out;
                });
 }
 

@@ -11,9 +11,15 @@
 //     PERMISSION_DENIED otherwise), because it affects every tenant. Marks the daemon draining:
 //     GetStatus reports it and new sessions (open, fork) are UNAVAILABLE; everything else keeps
 //     working and it is not undone. SIGTERM does the full drain (cachesvc/server.h).
-//   - GetBlock, Evict, GetPolicy, SetPolicy: UNIMPLEMENTED (after authentication), each saying
-//     what the core lacks: the block store exposes no per-block description, no eviction on
-//     demand, and no view or change of its residency policy.
+//   - GetBlock: any tenant's token; describes one of that tenant's blocks (tiers, codec, length,
+//     checksum, sessions, leases, last access); another tenant's key is NOT_FOUND.
+//   - Evict: any tenant's token; removes the tenant's copies of one block (FAILED_PRECONDITION
+//     while it is leased), of the blocks only one of its sessions references, or of all its
+//     blocks, from one tier or all; leased blocks are skipped. Counts and frees; never touches
+//     another tenant's blocks.
+//   - GetPolicy: the placement policy and its knobs with their help. SetPolicy: a caller on this
+//     host (it affects every tenant); all knobs are checked first and applied together, or none
+//     is (INVALID_ARGUMENT names the bad one); answers the knobs after the change.
 // Thread-safe: gRPC calls handlers concurrently; all state read here is atomic, constant, or
 // behind the thread-safe objects it points to.
 #pragma once
@@ -47,7 +53,7 @@ struct DaemonInfo {
 struct AdminBackends {
   const TenantRegistry* tenants = nullptr;
   SessionOps* sessions = nullptr;
-  const BlockStore* blocks = nullptr;
+  BlockStore* blocks = nullptr;
   metrics::Registry* metrics = nullptr;
 };
 

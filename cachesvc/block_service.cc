@@ -3,27 +3,13 @@
 #include <sys/random.h>
 
 #include "cachesvc/grpc_util.h"
+#include "cachesvc/session_ops.h"
+#include "cachesvc/wire.h"
 #include "fmt/format.h"
 #include "kernels/tq_codec.h"
 
 namespace cachesvc {
 namespace {
-
-v1::Codec CodecToProto(kernels::CodecId c) { return static_cast<v1::Codec>(static_cast<int>(c)); }
-
-absl::StatusOr<kernels::CodecId> CodecFromProto(v1::Codec c) {
-  switch (c) {
-    case v1::CODEC_RAW:
-      return kernels::CodecId::kRaw;
-    case v1::CODEC_TQ3:
-      return kernels::CodecId::kTq3;
-    case v1::CODEC_TQ4:
-      return kernels::CodecId::kTq4;
-    default:
-      return absl::InvalidArgumentError(
-          fmt::format("codec {} is not RAW, TQ3 or TQ4", static_cast<int>(c)));
-  }
-}
 
 // The payload length of one block of `layout` stored as `codec`.
 absl::StatusOr<std::uint64_t> BlockLength(const ModelLayout& layout, kernels::CodecId codec) {
@@ -56,47 +42,17 @@ std::string NewEngineId() {
   return out;
 }
 
-v1::TierKind TierToProto(tiers::TierKind t) {
-  switch (t) {
-    case tiers::TierKind::kHbm:
-      return v1::TIER_HBM;
-    case tiers::TierKind::kHost:
-      return v1::TIER_HOST;
-    case tiers::TierKind::kNvme:
-      return v1::TIER_NVME;
-  }
-  return v1::TIER_UNSPECIFIED;
-}
-
 }  // namespace
-
-absl::StatusOr<std::vector<BlockKey>> KeysFromProto(
-    const google::protobuf::RepeatedPtrField<v1::BlockKey>& keys, const char* field) {
-  if (keys.size() > BlockServiceImpl::kMaxKeys) {
-    return absl::InvalidArgumentError(
-        fmt::format("{}: {} keys, at most {}", field, keys.size(), BlockServiceImpl::kMaxKeys));
-  }
-  std::vector<BlockKey> out;
-  out.reserve(static_cast<std::size_t>(keys.size()));
-  for (int i = 0; i < keys.size(); ++i) {
-    auto k = BlockKey::FromBytes(keys[i].key());
-    if (!k.ok()) {
-      return absl::InvalidArgumentError(
-          fmt::format("{}[{}]: {}", field, i, std::string(k.status().message())));
-    }
-    out.push_back(*k);
-  }
-  return out;
-}
 
 BlockServiceImpl::BlockServiceImpl(BlockStore* store, const TenantRegistry* tenants,
                                    std::string ucx_address, metrics::Registry* metrics,
-                                   KnownLayouts* layouts)
+                                   KnownLayouts* layouts, SessionOps* sessions)
     : store_(store),
       tenants_(tenants),
       ucx_address_(std::move(ucx_address)),
       metrics_(metrics),
-      layouts_(layouts) {}
+      layouts_(layouts),
+      sessions_(sessions) {}
 
 grpc::ServerUnaryReactor* BlockServiceImpl::Finish(grpc::CallbackServerContext* context,
                                                    const char* method,
@@ -166,6 +122,9 @@ grpc::ServerUnaryReactor* BlockServiceImpl::LookupPrefix(grpc::CallbackServerCon
   }
   const auto places = store_->Lookup((*tenant)->name(), (*tenant)->salt(), keys);
   resp->set_cached_blocks(static_cast<std::uint32_t>(places.size()));
+  if (req->has_tokens()) {
+    for (const BlockKey& k : keys) resp->add_keys()->set_key(std::string(k.Bytes()));
+  }
   for (const BlockPlace& p : places) {
     v1::BlockLocation* loc = resp->add_blocks();
     loc->mutable_key()->set_key(std::string(p.key.Bytes()));
@@ -265,13 +224,18 @@ grpc::ServerUnaryReactor* BlockServiceImpl::CommitBlocks(grpc::CallbackServerCon
 }
 
 grpc::ServerUnaryReactor* BlockServiceImpl::TagBlocks(grpc::CallbackServerContext* context,
-                                                      const v1::TagBlocksRequest*,
-                                                      v1::TagBlocksResponse*) {
+                                                      const v1::TagBlocksRequest* req,
+                                                      v1::TagBlocksResponse* /*resp*/) {
   const auto start = std::chrono::steady_clock::now();
   auto tenant = CallerTenant(context, *tenants_);
   if (!tenant.ok()) return Finish(context, "TagBlocks", start, tenant.status());
-  return Finish(context, "TagBlocks", start,
-                absl::UnimplementedError("TagBlocks: sessions are not wired to blocks yet"));
+  if (sessions_ == nullptr) {
+    return Finish(context, "TagBlocks", start,
+                  absl::UnimplementedError("TagBlocks: this daemon serves no sessions"));
+  }
+  auto keys = KeysFromProto(req->keys(), "keys");
+  if (!keys.ok()) return Finish(context, "TagBlocks", start, keys.status());
+  return Finish(context, "TagBlocks", start, sessions_->Tag(**tenant, req->session_id(), *keys));
 }
 
 }  // namespace cachesvc

@@ -18,17 +18,21 @@
 #include "cachesvc/metrics.h"
 #include "cachesvc/tenants.h"
 #include "cachesvc/v1/cachesvc.grpc.pb.h"
+#include "cachesvc/wire.h"
 #include "proto/layout.h"
 #include "tiers/mutex.h"
 
 namespace cachesvc {
+
+class SessionOps;
 
 class BlockServiceImpl final : public v1::BlockService::CallbackService {
  public:
   // All must outlive the service. `ucx_address`: the data plane's listen address ("" = none).
   // `layouts` (may be null) learns each layout an engine registers, for SessionService.
   BlockServiceImpl(BlockStore* store, const TenantRegistry* tenants, std::string ucx_address,
-                   metrics::Registry* metrics, KnownLayouts* layouts = nullptr);
+                   metrics::Registry* metrics, KnownLayouts* layouts = nullptr,
+                   SessionOps* sessions = nullptr);
 
   grpc::ServerUnaryReactor* RegisterEngine(grpc::CallbackServerContext* context,
                                            const v1::RegisterEngineRequest* request,
@@ -53,7 +57,7 @@ class BlockServiceImpl final : public v1::BlockService::CallbackService {
                                       v1::TagBlocksResponse* response) override;
 
   // Most keys one request may carry.
-  static constexpr int kMaxKeys = 65536;
+  static constexpr int kMaxKeys = kMaxKeysPerRequest;
 
  private:
   struct Engine {
@@ -73,12 +77,9 @@ class BlockServiceImpl final : public v1::BlockService::CallbackService {
   const std::string ucx_address_;
   metrics::Registry* const metrics_;
   KnownLayouts* const layouts_;
+  SessionOps* const sessions_;
   mutable tiers::Mutex mu_;
   std::map<std::string, Engine> engines_ ABSL_GUARDED_BY(mu_);
 };
-
-// Keys from the wire: each exactly 16 bytes (INVALID_ARGUMENT naming the index otherwise).
-absl::StatusOr<std::vector<BlockKey>> KeysFromProto(
-    const google::protobuf::RepeatedPtrField<v1::BlockKey>& keys, const char* field);
 
 }  // namespace cachesvc

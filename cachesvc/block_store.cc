@@ -3,9 +3,11 @@
 
 #include <sys/random.h>
 
+#include <algorithm>
 #include <bit>
 #include <cstring>
 
+#include "absl/container/flat_hash_set.h"
 #include "fmt/format.h"
 #include "spdlog/spdlog.h"
 #include "tiers/nvme_tier.h"
@@ -52,7 +54,7 @@ BlockKey TenantBlockKey(std::string_view tenant_salt, const BlockKey& key) {
 }
 
 BlockStore::BlockStore(std::vector<tiers::Tier*> tiers, const BlockStoreOptions& options)
-    : tiers_(std::move(tiers)), options_(options), policy_(MakeLruPolicy(/*cascade=*/true)) {}
+    : tiers_(std::move(tiers)), options_(options) {}
 
 BlockStore::~BlockStore() {
   tiers::MutexLock lock(&mu_);
@@ -74,7 +76,15 @@ absl::StatusOr<std::unique_ptr<BlockStore>> BlockStore::Open(std::vector<tiers::
           fmt::format("block store: tier {} is not an NVMe tier", tiers[i]->name()));
     }
   }
+  if (absl::Status st = CheckPolicyName(options.policy); !st.ok()) return st;
   std::unique_ptr<BlockStore> store(new BlockStore(std::move(tiers), options));
+  {
+    tiers::MutexLock lock(&store->mu_);
+    store->placement_.name = options.policy;
+    store->placement_.prefetch_lead = options.prefetch_lead;
+    store->placement_.lease_timeout = options.lease_timeout;
+    store->policy_ = store->BuildPolicy(store->placement_);
+  }
   if (absl::Status st = store->Recover(); !st.ok()) return st;
   return store;
 }
@@ -94,7 +104,7 @@ absl::Status BlockStore::Recover() {
     owner_[internal] = "";  // the tenant is not recorded on NVMe; the key is tenant-scoped
     if (e.info.checksum != 0) checksum_[internal] = e.info.checksum;
     tenant_bytes_[""][static_cast<unsigned>(TierKind::kNvme)] += e.slot.slot_bytes;
-    policy_->Added(internal, TierKind::kNvme, ++clock_us_);
+    policy_->Added(internal, TierKind::kNvme, PolicyNow());
   }
   return absl::OkStatus();
 }
@@ -159,6 +169,7 @@ absl::StatusOr<std::vector<ReadLease>> BlockStore::Lease(std::string_view tenant
   ExpireLocked();
   tiers::Tier* host = TierOf(TierKind::kHost);
   std::vector<ReadLease> out;
+  policy_->BeginRequest(0, {}, PolicyNow());
   for (const BlockKey& key : keys) {
     const BlockKey internal = TenantBlockKey(salt, key);
     auto e = index_.Get(internal);
@@ -175,7 +186,7 @@ absl::StatusOr<std::vector<ReadLease>> BlockStore::Lease(std::string_view tenant
     const tiers::SlotId slot = SlotOf(*e, TierKind::kHost);
     auto info = host->Info(slot);
     if (!info.ok()) break;
-    auto tier_lease = host->AcquireLease(slot, options_.lease_timeout * 2);
+    auto tier_lease = host->AcquireLease(slot, placement_.lease_timeout * 2);
     if (!tier_lease.ok()) break;
     LeaseRecord rec;
     rec.tenant = std::string(tenant);
@@ -196,15 +207,20 @@ absl::StatusOr<std::vector<ReadLease>> BlockStore::Lease(std::string_view tenant
     }
     rec.codec = info->meta.codec;
     rec.layout_fingerprint = info->meta.layout_fingerprint;
-    rec.expires = std::chrono::steady_clock::now() + options_.lease_timeout;
+    rec.expires = std::chrono::steady_clock::now() + placement_.lease_timeout;
     const std::uint64_t id = NewLeaseId();
     index_.Update(internal, [](BlockEntry& be) { ++be.leases; });
-    policy_->Touched(internal, TierKind::kHost, ++clock_us_);
+    ClaimOwner(internal, tenant);
+    Access& access = access_[internal];
+    access.last_unix_ms = UnixMs(std::chrono::steady_clock::now());
+    ++access.loads;
+    policy_->Touched(internal, TierKind::kHost, PolicyNow());
     out.push_back(ReadLease{id, key, TierKind::kHost, rec.length, rec.codec, rec.checksum,
                             UnixMs(rec.expires)});
     leases_.emplace(id, std::move(rec));
     ++stats_.hits;
   }
+  policy_->EndRequest(PolicyNow());
   if (out.size() < keys.size()) ++stats_.misses;
   return out;
 }
@@ -273,7 +289,7 @@ absl::StatusOr<tiers::SlotId> BlockStore::AllocateHost(std::uint64_t bytes) {
 bool BlockStore::EvictOne(TierKind kind) {
   tiers::Tier* tier = TierOf(kind);
   for (int attempt = 0; attempt < kMaxEvictionTries; ++attempt) {
-    const std::optional<BlockKey> victim = policy_->ChooseVictim(kind, ++clock_us_);
+    const std::optional<BlockKey> victim = policy_->ChooseVictim(kind, PolicyNow());
     if (!victim) return false;
     const auto e = index_.Get(*victim);
     if (!e || !e->In(kind)) {  // the policy's view is stale: forget it
@@ -281,12 +297,12 @@ bool BlockStore::EvictOne(TierKind kind) {
       continue;
     }
     if (e->leases > 0) {  // being read: try the next one
-      policy_->Touched(*victim, kind, ++clock_us_);
+      policy_->Touched(*victim, kind, PolicyNow());
       continue;
     }
-    const tiers::SlotId slot = SlotOf(*e, kind);
     tiers::Tier* nvme = TierOf(TierKind::kNvme);
     if (kind == TierKind::kHost && nvme != nullptr && !e->In(TierKind::kNvme)) {
+      const tiers::SlotId slot = SlotOf(*e, kind);
       // Demote: write the host copy to NVMe (making room there first).
       const std::uint64_t stored = e->Copy(kind).stored_bytes;
       auto mem = tier->Memory(slot);
@@ -303,7 +319,7 @@ bool BlockStore::EvictOne(TierKind kind) {
         if (st.ok()) {
           index_.AddCopy(*victim, TierKind::kNvme, CopyOf(*nslot, stored, meta.codec), *e);
           AddTenantBytes(*victim, TierKind::kNvme, static_cast<std::int64_t>(nslot->slot_bytes));
-          policy_->Added(*victim, TierKind::kNvme, ++clock_us_);
+          policy_->Added(*victim, TierKind::kNvme, PolicyNow());
           ++stats_.demoted;
         } else {
           spdlog::warn("demoting {} to NVMe: {}", victim->Hex(), std::string(st.message()));
@@ -314,18 +330,8 @@ bool BlockStore::EvictOne(TierKind kind) {
       }
     }
     // The copy in this tier goes.
-    if (absl::Status st = tier->Free(slot); !st.ok()) {
-      spdlog::warn("freeing {} in {}: {}", victim->Hex(), tier->name(), std::string(st.message()));
-    }
-    const TierMask left = index_.TakeCopy(*victim, kind);
-    AddTenantBytes(*victim, kind, -static_cast<std::int64_t>(slot.slot_bytes));
-    policy_->Removed(*victim, kind);
-    if (left == 0) {
-      ++stats_.dropped;
-      index_.EraseIfUnused(*victim);
-      owner_.erase(*victim);
-      checksum_.erase(*victim);
-    }
+    DropCopy(*victim, kind);
+    if (index_.Tiers(*victim) == 0) ++stats_.dropped;
     return true;
   }
   return false;
@@ -354,13 +360,7 @@ absl::Status BlockStore::Stage(const BlockKey& internal, const BlockEntry& entry
     (void)host->Free(*slot);
     if (info.status().code() == absl::StatusCode::kDataLoss) {  // the tier dropped it
       ++stats_.checksum_failures;
-      const TierMask left = index_.TakeCopy(internal, TierKind::kNvme);
-      policy_->Removed(internal, TierKind::kNvme);
-      if (left == 0) {
-        index_.EraseIfUnused(internal);
-        owner_.erase(internal);
-        checksum_.erase(internal);
-      }
+      DropCopy(internal, TierKind::kNvme);
     }
     return info.status();
   }
@@ -371,7 +371,7 @@ absl::Status BlockStore::Stage(const BlockKey& internal, const BlockEntry& entry
   index_.AddCopy(internal, TierKind::kHost, CopyOf(*slot, info->stored_bytes, info->meta.codec),
                  entry);
   AddTenantBytes(internal, TierKind::kHost, static_cast<std::int64_t>(slot->slot_bytes));
-  policy_->Added(internal, TierKind::kHost, ++clock_us_);
+  policy_->Added(internal, TierKind::kHost, PolicyNow());
   ++stats_.staged;
   return absl::OkStatus();
 }
@@ -424,7 +424,7 @@ absl::StatusOr<AllocateResult> BlockStore::Allocate(std::string_view tenant, std
     rec.raw_bytes = raw_bytes;
     rec.layout_fingerprint = layout_fingerprint;
     rec.codec = codec;
-    rec.expires = std::chrono::steady_clock::now() + options_.lease_timeout;
+    rec.expires = std::chrono::steady_clock::now() + placement_.lease_timeout;
     const std::uint64_t id = NewLeaseId();
     result.leases.push_back(WriteLease{id, key, length, codec, UnixMs(rec.expires)});
     leases_.emplace(id, std::move(rec));
@@ -488,9 +488,10 @@ absl::StatusOr<std::vector<BlockKey>> BlockStore::Commit(std::string_view tenant
                    fresh);
     owner_[lease.internal] = lease.tenant;
     checksum_[lease.internal] = sum;
+    access_[lease.internal].last_unix_ms = UnixMs(std::chrono::steady_clock::now());
     AddTenantBytes(lease.internal, TierKind::kHost,
                    static_cast<std::int64_t>(lease.slot.slot_bytes));
-    policy_->Added(lease.internal, TierKind::kHost, ++clock_us_);
+    policy_->Added(lease.internal, TierKind::kHost, PolicyNow());
     ++stats_.commits;
     committed.push_back(lease.key);
     leases_.erase(it);  // the slot now belongs to the block
@@ -517,7 +518,7 @@ std::size_t BlockStore::FlushToNvme() {
     if (nvme->Write(*slot, meta, std::span<const std::byte>(mem->address, stored)).ok()) {
       index_.AddCopy(key, TierKind::kNvme, CopyOf(*slot, stored, meta.codec), e);
       AddTenantBytes(key, TierKind::kNvme, static_cast<std::int64_t>(slot->slot_bytes));
-      policy_->Added(key, TierKind::kNvme, ++clock_us_);
+      policy_->Added(key, TierKind::kNvme, PolicyNow());
       ++written;
     } else {
       (void)nvme->Free(*slot);
@@ -587,6 +588,311 @@ void BlockStore::EndWrite(std::uint64_t lease_id, const absl::Status& received) 
   lease.written = received.ok() ? lease.length : 0;
   if (received.ok()) stats_.bytes_written += lease.length;
   if (lease.released && lease.transfers == 0) EndLease(lease_id, lease);
+}
+
+
+std::int64_t BlockStore::NowUs() const {
+  return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() -
+                                                               opened_)
+      .count();
+}
+
+std::int64_t BlockStore::PolicyNow() {
+  clock_us_ = std::max(clock_us_ + 1, NowUs());
+  return clock_us_;
+}
+
+std::uint64_t BlockStore::DropCopy(const BlockKey& internal, TierKind kind) {
+  const auto e = index_.Get(internal);
+  if (!e || !e->In(kind)) return 0;
+  tiers::Tier* tier = TierOf(kind);
+  const tiers::SlotId slot = SlotOf(*e, kind);
+  if (absl::Status st = tier->Free(slot); !st.ok()) {
+    spdlog::warn("freeing {} in {}: {}", internal.Hex(), tier->name(), std::string(st.message()));
+  }
+  const TierMask left = index_.TakeCopy(internal, kind);
+  AddTenantBytes(internal, kind, -static_cast<std::int64_t>(slot.slot_bytes));
+  policy_->Removed(internal, kind);
+  if (left == 0) {
+    index_.EraseIfUnused(internal);
+    owner_.erase(internal);
+    checksum_.erase(internal);
+    access_.erase(internal);
+  }
+  return slot.slot_bytes;
+}
+
+void BlockStore::ClaimOwner(const BlockKey& internal, std::string_view tenant) {
+  auto it = owner_.find(internal);
+  if (it == owner_.end() || !it->second.empty() || tenant.empty()) return;
+  const auto e = index_.Get(internal);
+  if (!e) return;
+  // Both entries first: a reference into the map is good only until the next insertion.
+  tenant_bytes_.try_emplace(std::string());
+  tenant_bytes_.try_emplace(std::string(tenant));
+  auto& from = tenant_bytes_.find(std::string())->second;
+  auto& to = tenant_bytes_.find(std::string(tenant))->second;
+  for (TierKind kind : {TierKind::kHost, TierKind::kNvme}) {
+    if (!e->In(kind)) continue;
+    const std::uint64_t bytes = SlotOf(*e, kind).slot_bytes;
+    const auto k = static_cast<unsigned>(kind);
+    from[k] -= std::min(from[k], bytes);
+    to[k] += bytes;
+  }
+  it->second = std::string(tenant);
+}
+
+absl::StatusOr<BlockDescription> BlockStore::Describe(std::string_view tenant,
+                                                      std::string_view salt,
+                                                      const BlockKey& key) const {
+  (void)tenant;  // the salt scopes the key: another tenant's block is simply not found
+  const BlockKey internal = TenantBlockKey(salt, key);
+  tiers::MutexLock lock(&mu_);
+  const auto e = index_.Get(internal);
+  if (!e || e->tiers == 0) {
+    return absl::NotFoundError(fmt::format("block {} is not stored", key.Hex()));
+  }
+  const TierKind fastest = e->In(TierKind::kHost) ? TierKind::kHost : TierKind::kNvme;
+  BlockDescription d;
+  d.key = key;
+  d.layout_fingerprint = e->layout_fingerprint;
+  d.tiers = e->tiers;
+  d.codec = e->Copy(fastest).codec;
+  d.length = e->Copy(fastest).stored_bytes;
+  d.leases = e->leases;
+  if (auto it = checksum_.find(internal); it != checksum_.end()) d.checksum = it->second;
+  if (auto it = session_refs_.find(internal); it != session_refs_.end()) d.sessions = it->second;
+  if (auto it = access_.find(internal); it != access_.end()) {
+    d.last_access_unix_ms = it->second.last_unix_ms;
+    d.accesses = it->second.loads;
+  }
+  return d;
+}
+
+absl::StatusOr<EvictResult> BlockStore::Evict(std::string_view tenant, std::string_view salt,
+                                              const EvictTarget& target,
+                                              std::optional<TierKind> tier) {
+  tiers::MutexLock lock(&mu_);
+  ExpireLocked();
+  std::vector<BlockKey> candidates;  // tenant-scoped keys
+  if (target.key) {
+    const BlockKey internal = TenantBlockKey(salt, *target.key);
+    const auto e = index_.Get(internal);
+    if (!e || e->tiers == 0) {
+      return absl::NotFoundError(fmt::format("block {} is not stored", target.key->Hex()));
+    }
+    if (e->leases > 0) {
+      return absl::FailedPreconditionError(fmt::format(
+          "block {} has {} outstanding leases (a load is reading it); evict it when they end",
+          target.key->Hex(), e->leases));
+    }
+    candidates.push_back(internal);
+  } else if (!target.session_id.empty()) {
+    if (SessionBlocks* s = FindSession(tenant, target.session_id); s != nullptr) {
+      for (const BlockKey& k : SessionKeys(*s)) {
+        auto refs = session_refs_.find(k);
+        if (refs == session_refs_.end() || refs->second <= 1) candidates.push_back(k);
+      }
+    }
+  } else if (target.all) {
+    for (const auto& [internal, owner] : owner_) {
+      if (owner == tenant) candidates.push_back(internal);
+    }
+  } else {
+    return absl::InvalidArgumentError("evict: name a key, a session or all");
+  }
+  EvictResult result;
+  for (const BlockKey& internal : candidates) {
+    const auto e = index_.Get(internal);
+    if (!e || e->leases > 0) continue;
+    bool evicted = false;
+    for (TierKind kind : {TierKind::kHost, TierKind::kNvme}) {
+      if ((tier && *tier != kind) || !e->In(kind)) continue;
+      result.bytes += DropCopy(internal, kind);
+      ++stats_.evicted_admin;
+      evicted = true;
+    }
+    if (evicted) ++result.blocks;
+  }
+  return result;
+}
+
+std::unique_ptr<ResidencyPolicy> BlockStore::BuildPolicy(const PlacementPolicy& p) {
+  using std::chrono::microseconds;
+  std::unique_ptr<ResidencyPolicy> policy;
+  if (p.name == "lru-tiered") {
+    policy = MakeLruPolicy(/*cascade=*/true);
+  } else if (p.name == "ttl-pin") {
+    policy = MakeTtlPinPolicy(microseconds(p.pin_ttl).count(), TierKind::kHost);
+  } else {
+    policy = MakeAgentAwarePolicy(microseconds(p.prefetch_lead).count(), TierKind::kHost);
+  }
+  // Every stored block, least recently used first, then the sessions waiting on tool calls.
+  std::vector<std::pair<std::int64_t, BlockKey>> blocks;
+  index_.ForEach([&](const BlockKey& k, const BlockEntry&) {
+    auto it = access_.find(k);
+    blocks.emplace_back(it == access_.end() ? 0 : it->second.last_unix_ms, k);
+  });
+  std::sort(blocks.begin(), blocks.end());
+  for (const auto& [last, key] : blocks) {
+    const TierMask tiers = index_.Tiers(key);
+    for (TierKind kind : {TierKind::kHost, TierKind::kNvme}) {
+      if ((tiers & TierBit(kind)) != 0) policy->Added(key, kind, PolicyNow());
+    }
+  }
+  for (const auto& [name, s] : sessions_) {
+    if (s.waiting) {
+      policy->ToolCallStarted(s.policy_id, SessionKeys(s), s.start_us, s.expected_end_us);
+    }
+  }
+  return policy;
+}
+
+PlacementPolicy BlockStore::Policy() const {
+  tiers::MutexLock lock(&mu_);
+  return placement_;
+}
+
+absl::Status BlockStore::SetPolicy(const PlacementPolicy& p) {
+  using std::chrono::milliseconds;
+  if (absl::Status st = CheckPolicyName(p.name); !st.ok()) return st;
+  const auto check = [](std::string_view name, milliseconds v, milliseconds lo, milliseconds hi) {
+    if (v >= lo && v <= hi) return absl::OkStatus();
+    return absl::InvalidArgumentError(fmt::format("{}: {} ms, not in {}..{}", name, v.count(),
+                                                  lo.count(), hi.count()));
+  };
+  for (absl::Status st :
+       {check("prefetch_lead_ms", p.prefetch_lead, milliseconds(0), milliseconds(600'000)),
+        check("pin_ttl_ms", p.pin_ttl, milliseconds(1), milliseconds(86'400'000)),
+        check("lease_timeout_ms", p.lease_timeout, milliseconds(1), milliseconds(86'400'000))}) {
+    if (!st.ok()) return st;
+  }
+  tiers::MutexLock lock(&mu_);
+  policy_ = BuildPolicy(p);
+  placement_ = p;
+  return absl::OkStatus();
+}
+
+namespace {
+std::string SessionName(std::string_view tenant, std::string_view session_id) {
+  return fmt::format("{}\n{}", tenant, session_id);
+}
+}  // namespace
+
+BlockStore::SessionBlocks* BlockStore::FindSession(std::string_view tenant,
+                                                   std::string_view session_id) {
+  auto it = sessions_.find(SessionName(tenant, session_id));
+  return it == sessions_.end() ? nullptr : &it->second;
+}
+
+std::vector<BlockKey> BlockStore::SessionKeys(const SessionBlocks& s) {
+  std::vector<BlockKey> keys = s.chain;
+  if (s.tags.empty()) return keys;
+  absl::flat_hash_set<BlockKey> seen(s.chain.begin(), s.chain.end());
+  for (const BlockKey& k : s.tags) {
+    if (seen.insert(k).second) keys.push_back(k);
+  }
+  return keys;
+}
+
+void BlockStore::CountSessionRefs(std::span<const BlockKey> keys, int delta) {
+  for (const BlockKey& k : keys) {
+    if (delta > 0) {
+      session_refs_[k] += static_cast<std::uint32_t>(delta);
+      continue;
+    }
+    auto it = session_refs_.find(k);
+    if (it == session_refs_.end()) continue;
+    const auto minus = static_cast<std::uint32_t>(-delta);
+    if (it->second <= minus) {
+      session_refs_.erase(it);
+    } else {
+      it->second -= minus;
+    }
+  }
+}
+
+void BlockStore::SetSessionChain(std::string_view tenant, std::string_view salt,
+                                 std::string_view session_id, std::span<const BlockKey> chain) {
+  std::vector<BlockKey> internal;
+  internal.reserve(chain.size());
+  for (const BlockKey& k : chain) internal.push_back(TenantBlockKey(salt, k));
+  const std::string name = SessionName(tenant, session_id);
+  tiers::MutexLock lock(&mu_);
+  SessionBlocks& s = sessions_[name];
+  if (s.policy_id == 0) s.policy_id = XXH3_64bits(name.data(), name.size()) | 1;
+  CountSessionRefs(SessionKeys(s), -1);
+  s.chain = std::move(internal);
+  CountSessionRefs(SessionKeys(s), +1);
+}
+
+void BlockStore::TagSession(std::string_view tenant, std::string_view salt,
+                            std::string_view session_id, std::span<const BlockKey> keys) {
+  const std::string name = SessionName(tenant, session_id);
+  tiers::MutexLock lock(&mu_);
+  SessionBlocks& s = sessions_[name];
+  if (s.policy_id == 0) s.policy_id = XXH3_64bits(name.data(), name.size()) | 1;
+  CountSessionRefs(SessionKeys(s), -1);
+  absl::flat_hash_set<BlockKey> have(s.tags.begin(), s.tags.end());
+  for (const BlockKey& k : keys) {
+    const BlockKey internal = TenantBlockKey(salt, k);
+    if (have.insert(internal).second) s.tags.push_back(internal);
+  }
+  CountSessionRefs(SessionKeys(s), +1);
+}
+
+void BlockStore::SessionToolCallStarted(std::string_view tenant, std::string_view session_id,
+                                        std::chrono::milliseconds expected) {
+  const std::string name = SessionName(tenant, session_id);
+  tiers::MutexLock lock(&mu_);
+  SessionBlocks& s = sessions_[name];
+  if (s.policy_id == 0) s.policy_id = XXH3_64bits(name.data(), name.size()) | 1;
+  s.waiting = true;
+  s.start_us = PolicyNow();
+  s.expected_end_us = s.start_us + std::chrono::microseconds(expected).count();
+  policy_->ToolCallStarted(s.policy_id, SessionKeys(s), s.start_us, s.expected_end_us);
+}
+
+void BlockStore::SessionToolCallEnded(std::string_view tenant, std::string_view session_id) {
+  tiers::MutexLock lock(&mu_);
+  SessionBlocks* s = FindSession(tenant, session_id);
+  if (s == nullptr || !s->waiting) return;
+  s->waiting = false;
+  policy_->ToolCallEnded(s->policy_id, PolicyNow());
+}
+
+void BlockStore::SessionClosed(std::string_view tenant, std::string_view session_id) {
+  tiers::MutexLock lock(&mu_);
+  auto it = sessions_.find(SessionName(tenant, session_id));
+  if (it == sessions_.end()) return;
+  const std::vector<BlockKey> keys = SessionKeys(it->second);
+  policy_->SessionClosed(it->second.policy_id, keys, PolicyNow());
+  CountSessionRefs(keys, -1);
+  sessions_.erase(it);
+}
+
+std::size_t BlockStore::Prefetch() {
+  std::vector<BlockKey> due;
+  {
+    tiers::MutexLock lock(&mu_);
+    due = policy_->Prefetch(PolicyNow());
+  }
+  // One block per lock hold: staging reads NVMe, and RPCs should not wait for all of it.
+  std::size_t staged = 0;
+  for (const BlockKey& key : due) {
+    tiers::MutexLock lock(&mu_);
+    const auto e = index_.Get(key);
+    if (!e || e->tiers == 0) continue;
+    if (e->In(TierKind::kHost)) {
+      policy_->PrefetchFound(key, PolicyNow());
+      continue;
+    }
+    if (Stage(key, *e).ok()) {
+      ++staged;
+      ++stats_.prefetched;
+    }
+  }
+  return staged;
 }
 
 }  // namespace cachesvc

@@ -49,8 +49,22 @@ namespace cachesvc {
 // The tenant-scoped name of a block: XXH3-128(salt ‖ key), in the key's byte form.
 BlockKey TenantBlockKey(std::string_view tenant_salt, const BlockKey& key);
 
+// How blocks are placed; AdminService GetPolicy/SetPolicy read and change it at run time.
+struct PlacementPolicy {
+  // "cachesvc" (agent-aware: a session waiting on a tool call keeps its blocks in host memory
+  // until its expected return and has them staged back from NVMe `prefetch_lead` before it),
+  // "lru-tiered" (least recently used leaves host memory for NVMe), or "ttl-pin" (a session's
+  // blocks are held for `pin_ttl` after its tool call starts).
+  std::string name = "cachesvc";
+  std::chrono::milliseconds prefetch_lead{1000};
+  std::chrono::milliseconds pin_ttl{10000};
+  std::chrono::milliseconds lease_timeout{30000};
+};
+
 struct BlockStoreOptions {
   std::chrono::milliseconds lease_timeout{30000};
+  std::string policy = "cachesvc";
+  std::chrono::milliseconds prefetch_lead{1000};
 };
 
 // What one block of a load can be read as.
@@ -90,6 +104,32 @@ struct BlockPlace {
   kernels::CodecId codec = kernels::CodecId::kRaw;
 };
 
+// One block as an operator sees it (AdminService.GetBlock).
+struct BlockDescription {
+  BlockKey key;  // the caller's key
+  std::uint64_t layout_fingerprint = 0;
+  TierMask tiers = 0;
+  kernels::CodecId codec = kernels::CodecId::kRaw;  // of the fastest copy
+  std::uint64_t length = 0;                          // payload bytes of the fastest copy
+  std::uint64_t checksum = 0;                        // XXH3-64 of the payload (0: not known)
+  std::uint32_t sessions = 0;                        // live sessions whose blocks include it
+  std::uint32_t leases = 0;
+  std::int64_t last_access_unix_ms = 0;  // last commit or load (0: not since the start)
+  std::uint64_t accesses = 0;            // loads since the start
+};
+
+// What AdminService.Evict names: one block, the blocks only one session references, or all of
+// the tenant's blocks.
+struct EvictTarget {
+  std::optional<BlockKey> key;
+  std::string session_id;
+  bool all = false;
+};
+struct EvictResult {
+  std::uint64_t blocks = 0;  // blocks that lost a copy
+  std::uint64_t bytes = 0;   // slot bytes freed
+};
+
 struct BlockStoreStats {
   std::uint64_t leases_read = 0;     // outstanding
   std::uint64_t leases_write = 0;    // outstanding
@@ -98,6 +138,8 @@ struct BlockStoreStats {
   std::uint64_t checksum_failures = 0;  // commits whose bytes did not match, reads that failed
   std::uint64_t demoted = 0;            // host -> NVMe
   std::uint64_t dropped = 0;            // evicted with nowhere to go
+  std::uint64_t evicted_admin = 0;      // copies removed by AdminService.Evict
+  std::uint64_t prefetched = 0;         // NVMe -> host ahead of a session's expected return
   std::uint64_t staged = 0;             // NVMe -> host for a load
   std::uint64_t hits = 0;               // blocks leased for loading
   std::uint64_t misses = 0;             // lookups and leases that stopped at a missing block
@@ -140,6 +182,36 @@ class BlockStore final : public UcxBlockHandler {
   // Ends leases past their timeout and reclaims their slots; returns how many ended. The
   // daemon calls it periodically; every other call also does.
   std::size_t ExpireLeases();
+
+  // Operators' view and actions (AdminService). Describe: NOT_FOUND for a key the tenant has
+  // not stored. Evict: a key target that is leased is FAILED_PRECONDITION (nothing changes);
+  // session and all targets skip leased blocks. `tier` nullopt = every tier.
+  absl::StatusOr<BlockDescription> Describe(std::string_view tenant, std::string_view salt,
+                                            const BlockKey& key) const;
+  absl::StatusOr<EvictResult> Evict(std::string_view tenant, std::string_view salt,
+                                    const EvictTarget& target,
+                                    std::optional<tiers::TierKind> tier);
+  // The placement policy in force; Replace installs another (validated first: INVALID_ARGUMENT
+  // and nothing changes), rebuilding its view of every stored block and waiting session.
+  [[nodiscard]] PlacementPolicy Policy() const;
+  absl::Status SetPolicy(const PlacementPolicy& policy);
+
+  // Sessions (SessionOps and BlockService.TagBlocks tell the store; it tells the policy).
+  // A session's blocks are its context's chain (keys the service derived from its tokens,
+  // replaced on every change) plus the blocks an engine tagged with it (TagBlocks).
+  void SetSessionChain(std::string_view tenant, std::string_view salt,
+                       std::string_view session_id, std::span<const BlockKey> chain);
+  void TagSession(std::string_view tenant, std::string_view salt, std::string_view session_id,
+                  std::span<const BlockKey> keys);
+  // The session's response ended in a tool call expected to take `expected`.
+  void SessionToolCallStarted(std::string_view tenant, std::string_view session_id,
+                              std::chrono::milliseconds expected);
+  void SessionToolCallEnded(std::string_view tenant, std::string_view session_id);
+  // The session is closed: its blocks count for it no longer and are the first to leave.
+  void SessionClosed(std::string_view tenant, std::string_view session_id);
+  // Stages from NVMe the blocks of sessions due back within the prefetch lead; returns how many
+  // it staged. The daemon calls it periodically.
+  std::size_t Prefetch();
   // Writes every host-only block to NVMe (used at shutdown when configured); returns how many.
   std::size_t FlushToNvme();
 
@@ -147,6 +219,9 @@ class BlockStore final : public UcxBlockHandler {
   [[nodiscard]] std::size_t Blocks() const { return index_.Size(); }
   // Bytes of `tier` the tenant's blocks use.
   [[nodiscard]] std::uint64_t TenantBytes(std::string_view tenant, tiers::TierKind tier) const;
+
+  // Microseconds on the steady clock since the store opened: the policy's time.
+  [[nodiscard]] std::int64_t NowUs() const;
 
   // UcxBlockHandler: the data plane's requests (any thread).
   absl::StatusOr<ReadGrant> BeginRead(std::uint64_t lease_id) override;
@@ -174,7 +249,36 @@ class BlockStore final : public UcxBlockHandler {
     bool released = false;      // ended while a transfer was in progress
   };
 
+  // A session's blocks as the store tracks them (keys are tenant-scoped).
+  struct SessionBlocks {
+    std::uint64_t policy_id = 0;  // the policy's name for the session
+    std::vector<BlockKey> chain;
+    std::vector<BlockKey> tags;
+    bool waiting = false;  // on a tool call, since start_us, expected back at expected_end_us
+    std::int64_t start_us = 0;
+    std::int64_t expected_end_us = 0;
+  };
+
   BlockStore(std::vector<tiers::Tier*> tiers, const BlockStoreOptions& options);
+  // A fresh policy of `p` told about every stored block and waiting session.
+  std::unique_ptr<ResidencyPolicy> BuildPolicy(const PlacementPolicy& p)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Removes the copy of `internal` in `tier` (it must not be leased); drops the block when no
+  // copy is left. Returns the slot bytes freed.
+  std::uint64_t DropCopy(const BlockKey& internal, tiers::TierKind tier)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  SessionBlocks* FindSession(std::string_view tenant, std::string_view session_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Adds `delta` to the session count of each of `keys`.
+  void CountSessionRefs(std::span<const BlockKey> keys, int delta)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  static std::vector<BlockKey> SessionKeys(const SessionBlocks& s);
+  // NowUs(), made strictly increasing: the time of a policy notification.
+  std::int64_t PolicyNow() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A block recovered from NVMe has no recorded tenant; the first tenant whose salt names it
+  // owns it from then on (the key is tenant-scoped, so only that tenant can name it).
+  void ClaimOwner(const BlockKey& internal, std::string_view tenant)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status Recover();
   tiers::Tier* TierOf(tiers::TierKind kind) const;
   std::uint64_t NewLeaseId() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -205,7 +309,18 @@ class BlockStore final : public UcxBlockHandler {
   absl::flat_hash_map<std::string, std::array<std::uint64_t, kTierKinds>> tenant_bytes_
       ABSL_GUARDED_BY(mu_);
   BlockStoreStats stats_ ABSL_GUARDED_BY(mu_);
-  std::int64_t clock_us_ ABSL_GUARDED_BY(mu_) = 0;  // policy time: a counter of operations
+  PlacementPolicy placement_ ABSL_GUARDED_BY(mu_);
+  // Sessions by tenant + '\n' + session id, and how many sessions reference each block.
+  absl::flat_hash_map<std::string, SessionBlocks> sessions_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<BlockKey, std::uint32_t> session_refs_ ABSL_GUARDED_BY(mu_);
+  // Per block: last commit or load (unix ms) and loads, for Describe.
+  struct Access {
+    std::int64_t last_unix_ms = 0;
+    std::uint64_t loads = 0;
+  };
+  absl::flat_hash_map<BlockKey, Access> access_ ABSL_GUARDED_BY(mu_);
+  const std::chrono::steady_clock::time_point opened_ = std::chrono::steady_clock::now();
+  std::int64_t clock_us_ ABSL_GUARDED_BY(mu_) = 0;  // the last NowUs() the policy was told
 };
 
 }  // namespace cachesvc

@@ -11,6 +11,7 @@
 #include <utility>
 #include <variant>
 
+#include "cachesvc/residency_policy.h"
 #include "fmt/format.h"
 #include "toml++/toml.h"
 
@@ -153,7 +154,7 @@ absl::Status CheckOneOf(const std::string& value, std::initializer_list<std::str
   return absl::InvalidArgumentError(fmt::format("'{}' is not one of {}", value, list));
 }
 
-const std::array<KeySpec, 22> kKeys = {{
+const std::array<KeySpec, 24> kKeys = {{
     {"listen",
      "gRPC listen address: host:port, [ipv6]:port or unix:/path; port 0 picks a free port",
      &Config::listen, CheckListen},
@@ -185,6 +186,15 @@ const std::array<KeySpec, 22> kKeys = {{
      "milliseconds after which a client's lease on a block lapses unless renewed (1..86400000)",
      &Config::lease_timeout_ms,
      [](const Config& c) { return CheckRange(c.lease_timeout_ms, 1, 86'400'000); }},
+    {"policy",
+     "block placement policy: cachesvc (agent-aware), lru-tiered or ttl-pin; AdminService "
+     "SetPolicy changes it at run time",
+     &Config::policy, [](const Config& c) { return CheckPolicyName(c.policy); }},
+    {"prefetch_lead_ms",
+     "cachesvc policy: stage a session's blocks from NVMe this many milliseconds before its tool "
+     "call is expected back (0..600000)",
+     &Config::prefetch_lead_ms,
+     [](const Config& c) { return CheckRange(c.prefetch_lead_ms, 0, 600'000); }},
     {"tls_cert_path",
      "PEM certificate chain for the gRPC port; with tls_key_path the port serves TLS only; empty: "
      "plaintext",

@@ -35,6 +35,8 @@ struct Config {
   std::string ucx_listen = "127.0.0.1:0";         // UCX data plane listener; "" = off
   std::string ucx_transports;                     // UCX_TLS for the data plane; "" = UCX's default
   std::int64_t lease_timeout_ms = 30000;          // a lease not renewed this long is released
+  std::string policy = "cachesvc";       // block placement: cachesvc, lru-tiered, ttl-pin
+  std::int64_t prefetch_lead_ms = 1000;  // cachesvc: stage a waiting session's blocks this early
   std::string tls_cert_path;  // PEM certificate chain; with tls_key_path, gRPC serves TLS only
   std::string tls_key_path;   // PEM private key; both or neither
   bool keep_volatile_on_exit = true;  // on SIGTERM, write the host tier's blocks to NVMe first

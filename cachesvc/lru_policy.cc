@@ -11,6 +11,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "cachesvc/block_index.h"
 #include "cachesvc/residency_policy.h"
+#include "fmt/format.h"
 
 namespace cachesvc {
 namespace {
@@ -278,8 +279,12 @@ class LruPolicy : public ResidencyPolicy {
     bool unpin_on_use = false;
     // SessionClosed moves the closed session's blocks that no other session used to the tail.
     bool closed_first = false;
+    // The tier pins and chain order apply to: HBM in an engine, host memory in a daemon
+    // without HBM.
+    tiers::TierKind fastest = tiers::TierKind::kHbm;
   };
-  explicit LruPolicy(Options options) : options_(options), pinned_(options.pinned_by_return) {}
+  explicit LruPolicy(Options options)
+      : kFast(Index(options.fastest)), options_(options), pinned_(options.pinned_by_return) {}
 
   std::string_view Name() const override { return options_.cascade ? "lru-tiered" : "lru-hbm"; }
 
@@ -368,7 +373,8 @@ class LruPolicy : public ResidencyPolicy {
   }
 
  protected:
-  static constexpr unsigned kFast = 0;  // Index(kHbm)
+  // Index of Options::fastest.
+  const unsigned kFast;  // NOLINT(readability-identifier-naming): reads as the constant it is
 
   // One waiting session is back: its pins of `chain`, which ended at `until_us` at the latest,
   // end; a block another waiting session also pinned stays pinned.
@@ -456,7 +462,8 @@ class LruPolicy : public ResidencyPolicy {
 
 class TtlPinPolicy final : public LruPolicy {
  public:
-  explicit TtlPinPolicy(std::int64_t ttl_us) : LruPolicy({.cascade = true}), ttl_us_(ttl_us) {}
+  TtlPinPolicy(std::int64_t ttl_us, tiers::TierKind fastest)
+      : LruPolicy({.cascade = true, .fastest = fastest}), ttl_us_(ttl_us) {}
   std::string_view Name() const override { return "ttl-pin"; }
   void ToolCallStarted(std::uint64_t, std::span<const BlockKey> chain, std::int64_t start_us,
                        std::int64_t) override {
@@ -469,14 +476,15 @@ class TtlPinPolicy final : public LruPolicy {
 
 class AgentAwarePolicy final : public LruPolicy {
  public:
-  explicit AgentAwarePolicy(std::int64_t lead_us)
+  AgentAwarePolicy(std::int64_t lead_us, tiers::TierKind fastest)
       : LruPolicy({.cascade = true,
                    .chain_order = true,
                    .exclusive = true,
                    .pinned_by_return = true,
                    .evict_pinned_beyond_us = 2 * lead_us,
                    .unpin_on_use = true,
-                   .closed_first = true}),
+                   .closed_first = true,
+                   .fastest = fastest}),
         lead_us_(lead_us) {}
   std::string_view Name() const override { return "cachesvc"; }
 
@@ -534,16 +542,23 @@ class AgentAwarePolicy final : public LruPolicy {
   std::map<std::uint64_t, Waiting> waiting_;        // sessions waiting on a tool call
 };
 
-std::unique_ptr<ResidencyPolicy> MakeTtlPinPolicy(std::int64_t ttl_us) {
-  return std::make_unique<TtlPinPolicy>(ttl_us);
+std::unique_ptr<ResidencyPolicy> MakeTtlPinPolicy(std::int64_t ttl_us, tiers::TierKind fastest) {
+  return std::make_unique<TtlPinPolicy>(ttl_us, fastest);
 }
 
-std::unique_ptr<ResidencyPolicy> MakeAgentAwarePolicy(std::int64_t lead_us) {
-  return std::make_unique<AgentAwarePolicy>(lead_us);
+std::unique_ptr<ResidencyPolicy> MakeAgentAwarePolicy(std::int64_t lead_us,
+                                                      tiers::TierKind fastest) {
+  return std::make_unique<AgentAwarePolicy>(lead_us, fastest);
 }
 
 std::unique_ptr<ResidencyPolicy> MakeLruPolicy(bool cascade) {
   return std::make_unique<LruPolicy>(LruPolicy::Options{.cascade = cascade});
+}
+
+absl::Status CheckPolicyName(std::string_view name) {
+  if (name == "cachesvc" || name == "lru-tiered" || name == "ttl-pin") return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      fmt::format("policy '{}': not one of cachesvc, lru-tiered, ttl-pin", name));
 }
 
 }  // namespace cachesvc

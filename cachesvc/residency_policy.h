@@ -15,6 +15,7 @@
 #include <string_view>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "proto/block_key.h"
 #include "tiers/tier.h"
 
@@ -90,17 +91,24 @@ std::unique_ptr<ResidencyPolicy> MakeLruPolicy(bool cascade);
 
 // Continuum-style "ttl-pin": lru-tiered, and a session's blocks are pinned in the fastest tier for
 // a fixed `ttl_us` after its tool call starts (evicted only when nothing unpinned is left).
-std::unique_ptr<ResidencyPolicy> MakeTtlPinPolicy(std::int64_t ttl_us);
+// `fastest`: the tier pins apply to (HBM in an engine; host memory in a daemon without HBM).
+std::unique_ptr<ResidencyPolicy> MakeTtlPinPolicy(
+    std::int64_t ttl_us, tiers::TierKind fastest = tiers::TierKind::kHbm);
 
 // The agent-aware policy, first version ("cachesvc"): lru-tiered, plus, for a session waiting on a
 // tool call, its blocks are held in the fastest tier until the expected return (not a fixed TTL),
 // and whatever of them was demoted meanwhile is prefetched back `lead_us` before that return.
-std::unique_ptr<ResidencyPolicy> MakeAgentAwarePolicy(std::int64_t lead_us);
+std::unique_ptr<ResidencyPolicy> MakeAgentAwarePolicy(
+    std::int64_t lead_us, tiers::TierKind fastest = tiers::TierKind::kHbm);
 
 // Belady's offline optimum ("belady"): given the whole future sequence of requests (each a chain of
 // keys, in the order they will be served), a full tier evicts the block whose next use is farthest
 // away (never used again first). Demotes like lru-tiered. The bound no online policy passes for
 // the fast tier's hit rate; only for replays, which know the future.
 std::unique_ptr<ResidencyPolicy> MakeBeladyPolicy(const std::vector<std::vector<BlockKey>>& future);
+
+// The policies the daemon runs (its `policy` key, AdminService SetPolicy): cachesvc, lru-tiered,
+// ttl-pin. INVALID_ARGUMENT naming them otherwise.
+absl::Status CheckPolicyName(std::string_view name);
 
 }  // namespace cachesvc

@@ -112,6 +112,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const Config& config, Daem
   if (tiers != nullptr && !tiers->tiers().empty()) {
     BlockStoreOptions options;
     options.lease_timeout = std::chrono::milliseconds(config.lease_timeout_ms);
+    options.policy = config.policy;
+    options.prefetch_lead = std::chrono::milliseconds(config.prefetch_lead_ms);
     auto store = BlockStore::Open(tiers->tiers(), options);
     if (!store.ok()) return store.status();
     self->store_ = std::move(*store);
@@ -173,7 +175,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const Config& config, Daem
     self->blocks_ = std::make_unique<BlockServiceImpl>(
         self->store_.get(), self->tenants_.get(),
         self->ucx_ != nullptr ? self->ucx_->address() : std::string(), self->metrics_.get(),
-        self->layouts_.get());
+        self->layouts_.get(), self->session_ops_.get());
     builder.RegisterService(self->blocks_.get());
   }
   self->sessions_ = std::make_unique<SessionServiceImpl>(
@@ -195,11 +197,19 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const Config& config, Daem
 
 void Server::ReapLeases() {
   std::unique_lock lock(reaper_mu_);
+  auto next_expiry = std::chrono::steady_clock::now();
   while (!stopping_) {
-    reaper_cv_.wait_for(lock, std::chrono::seconds(1));
+    // Prefetches are due to the millisecond scale of tool calls; lease expiry is coarser.
+    reaper_cv_.wait_for(lock, std::chrono::milliseconds(50));
     if (stopping_) break;
     lock.unlock();
-    if (std::size_t n = store_->ExpireLeases(); n > 0) spdlog::info("{} leases timed out", n);
+    if (std::size_t n = store_->Prefetch(); n > 0) {
+      spdlog::debug("staged {} blocks of sessions due back", n);
+    }
+    if (std::chrono::steady_clock::now() >= next_expiry) {
+      if (std::size_t n = store_->ExpireLeases(); n > 0) spdlog::info("{} leases timed out", n);
+      next_expiry = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+    }
     lock.lock();
   }
 }

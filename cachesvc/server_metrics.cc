@@ -65,6 +65,11 @@ void RegisterMetrics(metrics::Registry& registry, const TierSet* tiers, const Bl
                    {{"reason", "demoted"}}, static_cast<double>(s.demoted));
       c.AddCounter("cachesvc_evictions_total", "Blocks that left a tier, by reason",
                    {{"reason", "dropped"}}, static_cast<double>(s.dropped));
+      c.AddCounter("cachesvc_evictions_total", "Blocks that left a tier, by reason",
+                   {{"reason", "admin"}}, static_cast<double>(s.evicted_admin));
+      c.AddCounter("cachesvc_blocks_prefetched_total",
+                   "Blocks staged from NVMe to host ahead of a session's expected return", {},
+                   static_cast<double>(s.prefetched));
       c.AddCounter("cachesvc_blocks_staged_total", "Blocks copied from NVMe to host for a load", {},
                    static_cast<double>(s.staged));
       c.AddCounter("cachesvc_checksum_failures_total",

@@ -1,11 +1,14 @@
 #include "cachesvc/session_ops.h"
 
+#include "cachesvc/wire.h"
+
 #include <algorithm>
 #include <chrono>
 #include <limits>
 #include <span>
 #include <vector>
 
+#include "cachesvc/wire.h"
 #include "fmt/format.h"
 
 namespace cachesvc {
@@ -50,18 +53,6 @@ std::uint32_t ClampMs(std::int64_t us, bool round) {
   const std::int64_t ms = round ? (us + 500) / 1000 : us / 1000;
   return static_cast<std::uint32_t>(
       std::min<std::int64_t>(ms, std::numeric_limits<std::uint32_t>::max()));
-}
-
-v1::TierKind TierToProto(tiers::TierKind t) {
-  switch (t) {
-    case tiers::TierKind::kHbm:
-      return v1::TIER_HBM;
-    case tiers::TierKind::kHost:
-      return v1::TIER_HOST;
-    case tiers::TierKind::kNvme:
-      return v1::TIER_NVME;
-  }
-  return v1::TIER_UNSPECIFIED;
 }
 
 // The session as the wire shows it, without tokens and block locations.
@@ -156,6 +147,7 @@ absl::StatusOr<v1::OpenSessionResponse> SessionOps::Open(const Tenant& tenant,
   auto id = store_->OpenSession(args, NowUs());
   if (!id.ok()) return id.status();
   ++open_[tenant.name()];
+  SyncBlocks(tenant, *id);
   v1::OpenSessionResponse resp;
   resp.set_session_id(*id);
   return resp;
@@ -179,6 +171,7 @@ absl::StatusOr<v1::AppendTokensResponse> SessionOps::Append(const Tenant& tenant
       tenant.name(), req.session_id(),
       std::span<const std::uint32_t>(req.tokens().data(), req.tokens().size()), NowUs());
   if (!keys.ok()) return keys.status();
+  SyncBlocks(tenant, req.session_id());
   v1::AppendTokensResponse resp;
   resp.set_context_tokens(total);
   resp.set_full_blocks(static_cast<std::uint32_t>(total / before->block_tokens));
@@ -199,6 +192,10 @@ absl::StatusOr<v1::BeginToolCallResponse> SessionOps::BeginToolCall(
       store_->BeginToolCall(tenant.name(), req.session_id(), StoreToolName(tenant, req.tool_name()),
                             std::int64_t{req.expected_ms()} * 1000, NowUs());
   if (!expected_us.ok()) return expected_us.status();
+  if (blocks_ != nullptr) {
+    blocks_->SessionToolCallStarted(tenant.name(), req.session_id(),
+                                    std::chrono::milliseconds(*expected_us / 1000));
+  }
   v1::BeginToolCallResponse resp;
   resp.set_expected_ms(ClampMs(*expected_us, /*round=*/true));
   return resp;
@@ -210,6 +207,7 @@ absl::StatusOr<v1::EndToolCallResponse> SessionOps::EndToolCall(const Tenant& te
   tiers::MutexLock lock(&mu_);
   auto elapsed_us = store_->EndToolCall(tenant.name(), req.session_id(), NowUs());
   if (!elapsed_us.ok()) return elapsed_us.status();
+  if (blocks_ != nullptr) blocks_->SessionToolCallEnded(tenant.name(), req.session_id());
   v1::EndToolCallResponse resp;
   resp.set_elapsed_ms(ClampMs(*elapsed_us, /*round=*/false));
   return resp;
@@ -230,6 +228,7 @@ absl::StatusOr<v1::ForkSessionResponse> SessionOps::Fork(const Tenant& tenant,
   auto id = store_->Fork(tenant.name(), req.session_id(), req.client_session_id(), NowUs());
   if (!id.ok()) return id.status();
   ++open_[tenant.name()];
+  SyncBlocks(tenant, *id);
   v1::ForkSessionResponse resp;
   resp.set_session_id(*id);
   return resp;
@@ -244,6 +243,7 @@ absl::StatusOr<v1::TruncateSessionResponse> SessionOps::Truncate(
       !st.ok()) {
     return st;
   }
+  SyncBlocks(tenant, req.session_id());
   v1::TruncateSessionResponse resp;
   resp.set_context_tokens(req.keep_tokens());
   return resp;
@@ -259,6 +259,11 @@ absl::StatusOr<v1::PinSessionResponse> SessionOps::Pin(const Tenant& tenant,
       !st.ok()) {
     return st;
   }
+  // The block store holds a pinned session's blocks as it would for a tool call of that length.
+  if (blocks_ != nullptr) {
+    blocks_->SessionToolCallStarted(tenant.name(), req.session_id(),
+                                    std::chrono::milliseconds(req.duration_ms()));
+  }
   return v1::PinSessionResponse();
 }
 
@@ -270,7 +275,34 @@ absl::StatusOr<v1::CloseSessionResponse> SessionOps::Close(const Tenant& tenant,
     return st;
   }
   --open_[tenant.name()];
+  if (blocks_ != nullptr) blocks_->SessionClosed(tenant.name(), req.session_id());
   return v1::CloseSessionResponse();
+}
+
+absl::Status SessionOps::CheckSession(const Tenant& tenant, const std::string& session_id) const {
+  if (absl::Status st = CheckSessionId(session_id); !st.ok()) return st;
+  return store_->Get(tenant.name(), session_id).status();
+}
+
+absl::Status SessionOps::Tag(const Tenant& tenant, const std::string& session_id,
+                             std::span<const BlockKey> keys) {
+  if (absl::Status st = CheckSessionId(session_id); !st.ok()) return st;
+  tiers::MutexLock lock(&mu_);
+  auto session = store_->Get(tenant.name(), session_id);
+  if (!session.ok()) return session.status();
+  if (session->state == SessionState::kClosed) {
+    return absl::FailedPreconditionError(
+        fmt::format("session {} is closed; its blocks are no longer its own", session_id));
+  }
+  if (blocks_ != nullptr) blocks_->TagSession(tenant.name(), tenant.salt(), session_id, keys);
+  return absl::OkStatus();
+}
+
+void SessionOps::SyncBlocks(const Tenant& tenant, const std::string& session_id) {
+  if (blocks_ == nullptr) return;
+  auto session = store_->Get(tenant.name(), session_id);
+  if (!session.ok()) return;
+  blocks_->SetSessionChain(tenant.name(), tenant.salt(), session_id, session->keys);
 }
 
 absl::StatusOr<v1::SessionInfo> SessionOps::Get(const Tenant& tenant,

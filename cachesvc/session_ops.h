@@ -84,6 +84,14 @@ class SessionOps {
   absl::StatusOr<v1::CloseSessionResponse> Close(const Tenant& tenant,
                                                  const v1::CloseSessionRequest& req);
   absl::StatusOr<v1::SessionInfo> Get(const Tenant& tenant, const v1::GetSessionRequest& req);
+  // The tenant's session exists (open or closed): OK, else NOT_FOUND (or INVALID_ARGUMENT for a
+  // malformed id).
+  absl::Status CheckSession(const Tenant& tenant, const std::string& session_id) const;
+  // Records that the engine's `keys` (its own, as given to BlockService) hold the session's
+  // context (TagBlocks): they count as the session's blocks for placement and eviction.
+  // NOT_FOUND for another tenant's or an unknown session, FAILED_PRECONDITION for a closed one.
+  absl::Status Tag(const Tenant& tenant, const std::string& session_id,
+                   std::span<const BlockKey> keys);
   // The tenant's sessions in id order, without tokens or block locations (GetSession has them).
   // page_token is the last id of the previous page.
   absl::StatusOr<v1::ListSessionsResponse> List(const Tenant& tenant,
@@ -100,6 +108,9 @@ class SessionOps {
  private:
   // RESOURCE_EXHAUSTED when the tenant may not hold one more open session.
   absl::Status CheckQuota(const Tenant& tenant) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Tells the block store the session's chain as it is now (after a change).
+  void SyncBlocks(const Tenant& tenant, const std::string& session_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   SessionStore* const store_;
   BlockStore* const blocks_;

@@ -469,24 +469,26 @@ TEST_F(SessionApiTest, QuotaAndDrain) {
   EXPECT_TRUE(Close(kTokenA, a1).ok());
 }
 
-TEST_F(SessionApiTest, AdminCallsTheCoreCannotServeYetSaySo) {
+// The block and policy calls need a tenant's token like the session calls (what they do:
+// serving_admin_test).
+TEST_F(SessionApiTest, AdminBlockAndPolicyCallsNeedAToken) {
   v1::GetBlockRequest get_block;
   get_block.mutable_key()->set_key(std::string(16, 'k'));
   v1::GetBlockResponse block;
   EXPECT_EQ(CALL(A(), GetBlock, "", get_block, block).error_code(), grpc::UNAUTHENTICATED);
-  grpc::Status st = CALL(A(), GetBlock, kTokenA, get_block, block);
-  EXPECT_EQ(st.error_code(), grpc::UNIMPLEMENTED);
-  EXPECT_FALSE(st.error_message().empty());
+  EXPECT_EQ(CALL(A(), GetBlock, kTokenA, get_block, block).error_code(), grpc::NOT_FOUND);
   v1::EvictRequest evict;
   evict.set_all(true);
   v1::EvictResponse evicted;
-  EXPECT_EQ(CALL(A(), Evict, kTokenA, evict, evicted).error_code(), grpc::UNIMPLEMENTED);
+  EXPECT_EQ(CALL(A(), Evict, "bad", evict, evicted).error_code(), grpc::UNAUTHENTICATED);
+  EXPECT_TRUE(CALL(A(), Evict, kTokenA, evict, evicted).ok());
   v1::GetPolicyResponse policy;
-  EXPECT_EQ(CALL(A(), GetPolicy, kTokenA, v1::GetPolicyRequest(), policy).error_code(),
-            grpc::UNIMPLEMENTED);
+  EXPECT_EQ(CALL(A(), GetPolicy, "", v1::GetPolicyRequest(), policy).error_code(),
+            grpc::UNAUTHENTICATED);
+  EXPECT_TRUE(CALL(A(), GetPolicy, kTokenA, v1::GetPolicyRequest(), policy).ok());
   v1::SetPolicyResponse set;
-  EXPECT_EQ(CALL(A(), SetPolicy, kTokenA, v1::SetPolicyRequest(), set).error_code(),
-            grpc::UNIMPLEMENTED);
+  EXPECT_EQ(CALL(A(), SetPolicy, "", v1::SetPolicyRequest(), set).error_code(),
+            grpc::UNAUTHENTICATED);
 }
 
 TEST_F(SessionApiTest, SessionsSurviveARestart) {
