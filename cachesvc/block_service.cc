@@ -158,6 +158,7 @@ grpc::ServerUnaryReactor* BlockServiceImpl::LeaseBlocks(grpc::CallbackServerCont
     out->set_codec(CodecToProto(l.codec));
     out->set_expires_unix_ms(l.expires_unix_ms);
     out->set_checksum(l.checksum);
+    out->set_ends_after_read(l.ends_after_read);
   }
   return Finish(context, "LeaseBlocks", start, absl::OkStatus());
 }

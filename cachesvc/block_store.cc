@@ -552,7 +552,10 @@ void BlockStore::EndRead(std::uint64_t lease_id, const absl::Status& sent) {
   auto it = leases_.find(lease_id);
   if (it == leases_.end()) return;
   --it->second.transfers;
-  if (sent.ok()) stats_.bytes_read += it->second.length;
+  if (sent.ok()) {
+    stats_.bytes_read += it->second.length;
+    it->second.released = true;  // a read lease is good for one read (ReadLease::ends_after_read)
+  }
   if (it->second.released && it->second.transfers == 0) EndLease(lease_id, it->second);
 }
 

@@ -10,7 +10,8 @@
 //     see it; a lease that times out frees its slot.
 //   - load: Lease pins a block's host copy (staging it from NVMe first when only NVMe has it) and
 //     returns a read lease with the block's XXH3-64 (kept from its commit, or from NVMe); the
-//     client reads it over the data plane; Release (or the timeout) ends the lease.
+//     client reads it once over the data plane, which ends the lease (Release, or the timeout,
+//     ends one whose read failed).
 // Keys are per tenant: a block is stored under XXH3-128(tenant salt ‖ key), so two tenants that
 // send the same key bytes never meet, and a key of another tenant is simply not found. Lease ids
 // are 64 random bits, bound to the tenant that got them; the data plane accepts a lease id as the
@@ -76,6 +77,9 @@ struct ReadLease {
   kernels::CodecId codec = kernels::CodecId::kRaw;
   std::uint64_t checksum = 0;  // XXH3-64 of the payload
   std::int64_t expires_unix_ms = 0;
+  // The lease ends once the data plane has sent the block (one read, no Release needed): it
+  // saves the client a round trip per load.
+  bool ends_after_read = true;
 };
 
 struct WriteLease {

@@ -154,7 +154,7 @@ absl::Status CheckOneOf(const std::string& value, std::initializer_list<std::str
   return absl::InvalidArgumentError(fmt::format("'{}' is not one of {}", value, list));
 }
 
-const std::array<KeySpec, 24> kKeys = {{
+const std::array<KeySpec, 25> kKeys = {{
     {"listen",
      "gRPC listen address: host:port, [ipv6]:port or unix:/path; port 0 picks a free port",
      &Config::listen, CheckListen},
@@ -182,6 +182,11 @@ const std::array<KeySpec, 24> kKeys = {{
      "UCX transports of the data plane (UCX_TLS syntax, e.g. tcp or rc,sm,self); empty: UCX's "
      "default",
      &Config::ucx_transports, CheckUcxTransports},
+    {"ucx_detect_peer_failure",
+     "UCX endpoints detect a dead peer and transfers are cancelled at their deadline (true); "
+     "false lets UCX use shared memory and cma on one host, whose transfers cannot be cancelled "
+     "(docs/ucx.md). Clients must use the same setting",
+     &Config::ucx_detect_peer_failure, [](const Config&) { return absl::OkStatus(); }},
     {"lease_timeout_ms",
      "milliseconds after which a client's lease on a block lapses unless renewed (1..86400000)",
      &Config::lease_timeout_ms,

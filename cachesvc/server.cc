@@ -122,6 +122,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const Config& config, Daem
     UcxOptions ucx;
     ucx.listen_address = config.ucx_listen;
     ucx.transports = config.ucx_transports;
+    ucx.detect_peer_failure = config.ucx_detect_peer_failure;
     auto plane = UcxDataPlane::Start(ucx);
     if (!plane.ok()) {
       return absl::UnavailableError(fmt::format("ucx_listen {}: {}", config.ucx_listen,

@@ -163,11 +163,18 @@ absl::StatusOr<std::size_t> BlockClient::Load(std::span<const BlockKey> keys,
     }
     ++whole;
   }
+  // Leases the daemon did not end itself (reads that failed, or a daemon whose leases outlive the
+  // read) go back now; they would time out otherwise.
   v1::ReleaseLeasesRequest release;
-  for (const v1::Lease& lease : leases.leases()) release.add_lease_ids(lease.lease_id());
-  v1::ReleaseLeasesResponse released;
-  auto ctx = NewContext();
-  (void)stub_->ReleaseLeases(ctx.get(), release, &released);  // they time out otherwise
+  for (std::size_t i = 0; i < n; ++i) {
+    const v1::Lease& lease = leases.leases(static_cast<int>(i));
+    if (!lease.ends_after_read() || !statuses[i].ok()) release.add_lease_ids(lease.lease_id());
+  }
+  if (release.lease_ids_size() > 0) {
+    v1::ReleaseLeasesResponse released;
+    auto ctx = NewContext();
+    (void)stub_->ReleaseLeases(ctx.get(), release, &released);
+  }
   return whole;
 }
 

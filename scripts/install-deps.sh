@@ -13,7 +13,7 @@ packages=(
   libcli11-dev libspdlog-dev libfmt-dev libtomlplusplus-dev
   libcpp-httplib-dev nlohmann-json3-dev pybind11-dev
   libssl-dev openssl
-  python3 python3-grpcio python3-xxhash
+  python3 python3-grpcio python3-protobuf python3-xxhash python3-numpy python3-torch python3-dev
 )
 
 missing=()

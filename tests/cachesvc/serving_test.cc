@@ -120,6 +120,36 @@ TEST_F(ServingTest, ALeaseExpiresAndAForgedOneIsRefused) {
   EXPECT_EQ(*a_->Load(blocks.keys, out.Views()), 1u);
 }
 
+// A read lease is good for one read: the daemon ends it once the block is sent, so a load needs
+// no ReleaseLeases round trip, and nothing is left outstanding.
+TEST_F(ServingTest, AReadLeaseEndsWithItsRead) {
+  Blocks blocks(1, 256 << 10, 5);
+  ASSERT_EQ(*a_->Save(blocks.keys, blocks.Views()), 1u);
+  v1::LeaseBlocksRequest req;
+  req.set_engine_id(a_->engine().engine_id);
+  req.add_keys()->set_key(std::string(blocks.keys[0].Bytes()));
+  v1::LeaseBlocksResponse leases;
+  ASSERT_TRUE(a_->stub().LeaseBlocks(a_->NewContext().get(), req, &leases).ok());
+  ASSERT_TRUE(leases.leases(0).ends_after_read());
+  const std::uint64_t id = leases.leases(0).lease_id();
+  std::vector<std::byte> buf(256 << 10);
+  ASSERT_TRUE(a_->data_plane()->Read(id, buf.data(), buf.size()).ok());
+  EXPECT_EQ(buf, blocks.data[0]);
+  EXPECT_EQ(absl::StatusCode::kNotFound, a_->data_plane()->Read(id, buf.data(), buf.size()).code())
+      << "read once";
+  v1::ReleaseLeasesRequest release;
+  release.add_lease_ids(id);
+  v1::ReleaseLeasesResponse released;
+  EXPECT_EQ(a_->stub().ReleaseLeases(a_->NewContext().get(), release, &released).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  Buffers out(1, 256 << 10);
+  EXPECT_EQ(*a_->Load(blocks.keys, out.Views()), 1u);
+  EXPECT_EQ(daemon_->Metric("cachesvc_leases_outstanding{kind=\"read\"}"), 0);
+  EXPECT_EQ(daemon_->Metric("cachesvc_rpc_requests_total{method=\"ReleaseLeases\",code=\"OK\"}"),
+            -1)
+      << "Load released nothing";
+}
+
 TEST_F(ServingTest, BadCommitsChangeNothing) {
   Blocks blocks(1, 256 << 10, 5);
   v1::AllocateBlocksRequest alloc;
