@@ -7,11 +7,6 @@
 
 namespace cachesvc::client {
 
-absl::Status FromGrpc(const grpc::Status& status) {
-  if (status.ok()) return absl::OkStatus();
-  return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
-}
-
 absl::StatusOr<std::unique_ptr<BlockClient>> BlockClient::Connect(
     const BlockClientOptions& options) {
   if (options.address.empty()) return absl::InvalidArgumentError("BlockClient: no address");

@@ -26,6 +26,7 @@
 
 #include "absl/status/statusor.h"
 #include "cachesvc/v1/cachesvc.grpc.pb.h"
+#include "client/grpc_status.h"
 #include "client/ucx_transport.h"
 #include "proto/block_key.h"
 #include "proto/layout.h"
@@ -87,8 +88,5 @@ class BlockClient {
   std::unique_ptr<UcxTransport> ucx_;
   EngineInfo engine_;
 };
-
-// grpc::Status -> absl::Status, code and message kept.
-absl::Status FromGrpc(const grpc::Status& status);
 
 }  // namespace cachesvc::client
