@@ -159,6 +159,7 @@ grpc::ServerUnaryReactor* BlockServiceImpl::LeaseBlocks(grpc::CallbackServerCont
     out->set_expires_unix_ms(l.expires_unix_ms);
     out->set_checksum(l.checksum);
     out->set_ends_after_read(l.ends_after_read);
+    out->set_layout_fingerprint(l.layout_fingerprint);
   }
   return Finish(context, "LeaseBlocks", start, absl::OkStatus());
 }

@@ -176,8 +176,16 @@ absl::StatusOr<std::vector<ReadLease>> BlockStore::Lease(std::string_view tenant
     if (!e || e->tiers == 0) break;
     if (!e->In(TierKind::kHost)) {
       if (absl::Status st = Stage(internal, *e); !st.ok()) {
-        spdlog::warn("block {}: staging from NVMe failed: {}", internal.Hex(),
-                     std::string(st.message()));
+        // Host memory taken by leases is an ordinary miss under load (debug, or a busy daemon
+        // would write a line per load); anything else (an NVMe error) is worth a warning.
+        if (absl::IsResourceExhausted(st)) {
+          ++stats_.stage_no_room;
+          spdlog::debug("block {}: no host room to stage it from NVMe: {}", internal.Hex(),
+                        std::string(st.message()));
+        } else {
+          spdlog::warn("block {}: staging from NVMe failed: {}", internal.Hex(),
+                       std::string(st.message()));
+        }
         break;  // a failed load is a miss
       }
       e = index_.Get(internal);
@@ -215,8 +223,14 @@ absl::StatusOr<std::vector<ReadLease>> BlockStore::Lease(std::string_view tenant
     access.last_unix_ms = UnixMs(std::chrono::steady_clock::now());
     ++access.loads;
     policy_->Touched(internal, TierKind::kHost, PolicyNow());
-    out.push_back(ReadLease{id, key, TierKind::kHost, rec.length, rec.codec, rec.checksum,
-                            UnixMs(rec.expires)});
+    out.push_back(ReadLease{.lease_id = id,
+                            .key = key,
+                            .tier = TierKind::kHost,
+                            .length = rec.length,
+                            .codec = rec.codec,
+                            .checksum = rec.checksum,
+                            .expires_unix_ms = UnixMs(rec.expires),
+                            .layout_fingerprint = rec.layout_fingerprint});
     leases_.emplace(id, std::move(rec));
     ++stats_.hits;
   }

@@ -77,6 +77,7 @@ struct ReadLease {
   kernels::CodecId codec = kernels::CodecId::kRaw;
   std::uint64_t checksum = 0;  // XXH3-64 of the payload
   std::int64_t expires_unix_ms = 0;
+  std::uint64_t layout_fingerprint = 0;  // the layout the block was saved for
   // The lease ends once the data plane has sent the block (one read, no Release needed): it
   // saves the client a round trip per load.
   bool ends_after_read = true;
@@ -145,6 +146,7 @@ struct BlockStoreStats {
   std::uint64_t evicted_admin = 0;      // copies removed by AdminService.Evict
   std::uint64_t prefetched = 0;         // NVMe -> host ahead of a session's expected return
   std::uint64_t staged = 0;             // NVMe -> host for a load
+  std::uint64_t stage_no_room = 0;      // loads that missed: no host room to stage into
   std::uint64_t hits = 0;               // blocks leased for loading
   std::uint64_t misses = 0;             // lookups and leases that stopped at a missing block
   std::uint64_t bytes_read = 0;         // payload bytes sent to clients

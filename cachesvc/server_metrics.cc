@@ -72,6 +72,10 @@ void RegisterMetrics(metrics::Registry& registry, const TierSet* tiers, const Bl
                    static_cast<double>(s.prefetched));
       c.AddCounter("cachesvc_blocks_staged_total", "Blocks copied from NVMe to host for a load", {},
                    static_cast<double>(s.staged));
+      c.AddCounter("cachesvc_stage_no_room_total",
+                   "Loads of NVMe blocks that missed because host memory had no free slot (all "
+                   "taken by leases)",
+                   {}, static_cast<double>(s.stage_no_room));
       c.AddCounter("cachesvc_checksum_failures_total",
                    "Commits whose bytes did not match their checksum, and failed NVMe reads", {},
                    static_cast<double>(s.checksum_failures));

@@ -303,6 +303,12 @@ absl::StatusOr<LoadResult> KvConnector::Load(std::span<const std::uint32_t> toke
       result.miss_reason = fmt::format("block {}: the daemon leased another key", readable);
       break;
     }
+    if (lease.layout_fingerprint() != 0 && lease.layout_fingerprint() != layout_.Fingerprint()) {
+      result.miss_reason =
+          fmt::format("block {}: saved for layout {:016x}, this engine's is {:016x}", readable,
+                      lease.layout_fingerprint(), layout_.Fingerprint());
+      break;
+    }
     auto codec = CodecFromProto(lease.codec());
     if (!codec.ok()) {
       result.miss_reason =

@@ -24,7 +24,8 @@
 // Only full blocks have keys; a trailing partial block is neither looked up nor saved.
 //
 // Load is all-or-prefix and never writes wrong KV: the blocks are read into a host staging
-// buffer, each is checked (the daemon's answer, length, XXH3-64 checksum, codec, and for TQ3/TQ4
+// buffer, each is checked (the daemon's answer, the layout it was saved for, length, XXH3-64
+// checksum, codec, and for TQ3/TQ4
 // the codec header: codec, dtype, head_dim, vector count), decoded, and only then scattered into
 // the pages. The first block that fails any check ends the load: it and every later block are
 // reported as not cached (LoadResult::blocks counts only the good prefix, miss_reason says why),

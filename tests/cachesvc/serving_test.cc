@@ -131,6 +131,8 @@ TEST_F(ServingTest, AReadLeaseEndsWithItsRead) {
   v1::LeaseBlocksResponse leases;
   ASSERT_TRUE(a_->stub().LeaseBlocks(a_->NewContext().get(), req, &leases).ok());
   ASSERT_TRUE(leases.leases(0).ends_after_read());
+  EXPECT_EQ(leases.leases(0).layout_fingerprint(), a_->engine().layout_fingerprint)
+      << "the lease names the layout the block was saved for";
   const std::uint64_t id = leases.leases(0).lease_id();
   std::vector<std::byte> buf(256 << 10);
   ASSERT_TRUE(a_->data_plane()->Read(id, buf.data(), buf.size()).ok());

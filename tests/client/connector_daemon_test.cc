@@ -319,8 +319,33 @@ TEST_F(ConnectorTest, ABlockOfAnotherLayoutUnderTheKeyIsAMiss) {
   auto loaded = c->Load(tokens, ids);
   ASSERT_TRUE(loaded.ok()) << loaded.status();
   EXPECT_EQ(loaded->blocks, 0u);
-  EXPECT_NE(loaded->miss_reason.find("the layout makes"), std::string::npos) << loaded->miss_reason;
+  EXPECT_NE(loaded->miss_reason.find("saved for layout"), std::string::npos) << loaded->miss_reason;
   EXPECT_EQ(dst.Canonical(0), before);
+}
+
+TEST_F(ConnectorTest, ABlockOfAnotherModelOfTheSameShapeIsAMiss) {
+  // Same sizes, so the length check cannot tell; the lease's layout fingerprint does.
+  const std::vector<std::uint32_t> tokens = Tokens(32, 7);
+  auto c = Connect(*daemon_);
+  EngineCache dst(layout_, PageKind::kTokenMajor, 2);
+  dst.Fill(1);
+  const std::vector<std::byte> before = dst.Canonical(0);
+  ASSERT_TRUE(c->RegisterPagedCache(dst.cache()).ok());
+  ModelLayout twin = layout_;
+  twin.model_id += "-other";
+  auto other = client::BlockClient::Connect(daemon_->Options().client);
+  ASSERT_TRUE(other.ok());
+  ASSERT_TRUE((*other)->RegisterEngine(twin).ok());
+  const std::vector<BlockKey> keys = *c->BlockKeys(tokens);
+  std::vector<std::byte> same(layout_.RawBlockBytes(), std::byte{5});
+  const std::vector<std::span<const std::byte>> payloads = {same, same};
+  ASSERT_EQ(*(*other)->Save(keys, payloads), 2u);
+  const std::vector<std::uint32_t> ids = {0, 1};
+  auto loaded = c->Load(tokens, ids);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(loaded->blocks, 0u);
+  EXPECT_NE(loaded->miss_reason.find("saved for layout"), std::string::npos) << loaded->miss_reason;
+  EXPECT_EQ(dst.Canonical(0), before) << "wrong KV never reaches the pages";
 }
 
 TEST_F(ConnectorTest, BadInputIsInvalidArgumentWithAClearMessage) {
