@@ -83,10 +83,18 @@ grpc::ServerUnaryReactor* BlockServiceImpl::RegisterEngine(grpc::CallbackServerC
   std::string id;
   {
     tiers::MutexLock lock(&mu_);
-    do {
-      id = NewEngineId();
-    } while (engines_.contains(id));
-    engines_.emplace(id, engine);
+    // One engine id per tenant and layout: engines restart and tools (cachectl prefix) register
+    // for one call, and an id per registration would pile up until the daemon restarts.
+    const auto key = std::make_pair(engine.tenant, engine.fingerprint);
+    if (auto it = engine_by_layout_.find(key); it != engine_by_layout_.end()) {
+      id = it->second;
+    } else {
+      do {
+        id = NewEngineId();
+      } while (engines_.contains(id));
+      engines_.emplace(id, engine);
+      engine_by_layout_.emplace(key, id);
+    }
   }
   if (layouts_ != nullptr) layouts_->Add(engine.tenant, engine.layout);
   resp->set_engine_id(id);

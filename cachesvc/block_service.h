@@ -4,7 +4,7 @@
 // plane, never through gRPC.
 //
 // Engines: RegisterEngine validates the layout and returns an engine id bound to the tenant and
-// the layout; every other call names it (an engine id of another tenant is NOT_FOUND). The
+// the layout (the same id for every registration of that layout by that tenant); every other call names it (an engine id of another tenant is NOT_FOUND). The
 // engine's blocks are RAW payloads of the layout's size, or TQ3/TQ4 encodings of them (FP16 and
 // BF16 layouts with a head_dim the codec supports), and must be exactly that long.
 #pragma once
@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <utility>
 
 #include "cachesvc/block_store.h"
 #include "cachesvc/layouts.h"
@@ -80,6 +81,9 @@ class BlockServiceImpl final : public v1::BlockService::CallbackService {
   SessionOps* const sessions_;
   mutable tiers::Mutex mu_;
   std::map<std::string, Engine> engines_ ABSL_GUARDED_BY(mu_);
+  // (tenant, layout fingerprint) -> its engine id.
+  std::map<std::pair<std::string, std::uint64_t>, std::string> engine_by_layout_
+      ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace cachesvc

@@ -281,6 +281,23 @@ TEST_F(ServingAdminTest, TaggedBlocksBelongToTheirSessions) {
   EXPECT_EQ(d.sessions(), 1u) << "a closed session references nothing";
 }
 
+// Registering a layout again (an engine restarting, a tool registering for one call) gives the
+// same engine id, so registrations do not pile up; another layout or tenant gets its own.
+TEST_F(ServingAdminTest, ALayoutRegisteredAgainKeepsItsEngineId) {
+  const std::string first = a_->engine().engine_id;
+  auto again = daemon_->Client(kTokenA);
+  ASSERT_TRUE(again->RegisterEngine(TestLayout()).ok());
+  EXPECT_EQ(again->engine().engine_id, first);
+  ModelLayout other = TestLayout();
+  other.block_tokens = 32;
+  auto third = daemon_->Client(kTokenA);
+  ASSERT_TRUE(third->RegisterEngine(other).ok());
+  EXPECT_NE(third->engine().engine_id, first);
+  auto b = daemon_->Client(kTokenB);
+  ASSERT_TRUE(b->RegisterEngine(TestLayout()).ok());
+  EXPECT_NE(b->engine().engine_id, first);
+}
+
 // Host memory holds 16 blocks of 256 KiB. A session's 8 blocks are saved first (the least
 // recently used), the session starts a tool call expected back in 1.5 s, then 16 more blocks
 // arrive: under lru-tiered the session's blocks are the first to go to NVMe; under the agent-aware
