@@ -454,7 +454,12 @@ TEST_F(ConnectorTest, ADaemonThatGoesAwayMidLoadIsAnErrorNotAHang) {
     auto loader = Connect(*daemon_);
     ASSERT_TRUE(loader->RegisterPagedCache(dst.cache()).ok());
     Subprocess& proc = daemon_->process();
-    loader->TEST_SetBeforeReadHook([&proc, sig] { proc.Signal(sig); });
+    // Signal() returns before the daemon has stopped; the read must start after it has, or a
+    // daemon still running for a moment serves it.
+    loader->TEST_SetBeforeReadHook([&proc, sig] {
+      proc.Signal(sig);
+      EXPECT_TRUE(sig == SIGSTOP ? proc.WaitUntilStopped(5s) : proc.WaitUntilDead(5s));
+    });
     const auto start = std::chrono::steady_clock::now();
     auto loaded = loader->Load(tokens, ids);
     const auto took = std::chrono::steady_clock::now() - start;

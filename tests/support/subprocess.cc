@@ -9,6 +9,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <string>
+#include <string_view>
 #include <thread>
 
 extern char** environ;  // NOLINT(readability-redundant-declaration)
@@ -102,6 +105,38 @@ std::optional<std::string> Subprocess::WaitForLine(const std::string& needle,
 
 void Subprocess::Signal(int signal_number) {
   if (!exit_code_) ::kill(pid_, signal_number);
+}
+
+namespace {
+
+// The state letter of /proc/PID/stat (R, S, T, Z, ...), or 0 when the process is gone.
+char ProcState(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(stat, line)) return 0;
+  const std::size_t paren = line.rfind(')');  // the command name may hold spaces
+  return paren == std::string::npos || paren + 2 >= line.size() ? 0 : line[paren + 2];
+}
+
+bool WaitForState(pid_t pid, std::string_view states, bool gone_counts,
+                  std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    const char s = ProcState(pid);
+    if (s == 0 ? gone_counts : states.find(s) != std::string_view::npos) return true;
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+}
+
+}  // namespace
+
+bool Subprocess::WaitUntilStopped(std::chrono::milliseconds timeout) {
+  return WaitForState(pid_, "Tt", /*gone_counts=*/false, timeout);
+}
+
+bool Subprocess::WaitUntilDead(std::chrono::milliseconds timeout) {
+  return WaitForState(pid_, "ZX", /*gone_counts=*/true, timeout);
 }
 
 std::optional<int> Subprocess::Wait(std::chrono::milliseconds timeout) {

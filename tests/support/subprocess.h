@@ -31,6 +31,10 @@ class Subprocess {
                                          std::chrono::milliseconds timeout);
 
   void Signal(int signal_number);
+  // Signal() returns before the child acts on it. Waits until the child is stopped (SIGSTOP:
+  // state T) or gone (SIGKILL: zombie or reaped), as /proc says; false at the deadline.
+  bool WaitUntilStopped(std::chrono::milliseconds timeout);
+  bool WaitUntilDead(std::chrono::milliseconds timeout);
 
   // The exit code (or 128 + signal when killed by one), or nullopt at the deadline.
   std::optional<int> Wait(std::chrono::milliseconds timeout);
