@@ -106,21 +106,28 @@ def _die_with_parent():
 DAEMON = None
 
 
-def setUpModule():
-    global DAEMON
+def start_module_daemon(prefix):
+    """A daemon ($CACHESVC_BIN) in a fresh folder for one test module; stopped at the module's
+    end, which fails unless it exits 0 after SIGTERM. The other Python tests use it too."""
     binary = os.environ.get("CACHESVC_BIN")
     if not binary or not os.access(binary, os.X_OK):
         raise RuntimeError(f"CACHESVC_BIN must name the cachesvc binary, got {binary!r}")
-    workdir = tempfile.TemporaryDirectory(prefix="test_sessions_")
+    workdir = tempfile.TemporaryDirectory(prefix=prefix)
     unittest.addModuleCleanup(workdir.cleanup)
-    DAEMON = Daemon(binary, workdir.name)
-    unittest.addModuleCleanup(_stop_daemon)
+    daemon = Daemon(binary, workdir.name)
+
+    def stop():
+        rc = daemon.stop()
+        if rc != 0:
+            raise AssertionError(f"cachesvc exited {rc} after SIGTERM:\n{daemon.output()}")
+
+    unittest.addModuleCleanup(stop)
+    return daemon
 
 
-def _stop_daemon():
-    rc = DAEMON.stop()
-    if rc != 0:
-        raise AssertionError(f"cachesvc exited {rc} after SIGTERM:\n{DAEMON.output()}")
+def setUpModule():
+    global DAEMON
+    DAEMON = start_module_daemon("test_sessions_")
 
 
 class SessionTestCase(unittest.TestCase):
