@@ -167,45 +167,44 @@ grpc::ServerUnaryReactor* AdminServiceImpl::GetBlock(grpc::CallbackServerContext
 grpc::ServerUnaryReactor* AdminServiceImpl::Evict(grpc::CallbackServerContext* context,
                                                   const v1::EvictRequest* request,
                                                   v1::EvictResponse* response) {
-  return Serve(context, "Admin.Evict", response,
-               [&](const Tenant& t) -> absl::StatusOr<v1::EvictResponse> {
-                 if (backends_.blocks == nullptr) {
-                   return absl::UnimplementedError("Evict: this daemon stores no blocks");
-                 }
-                 auto tier = TierFromProto(request->tier());
-                 if (!tier.ok()) return tier.status();
-                 EvictTarget target;
-                 switch (request->target_case()) {
-                   case v1::EvictRequest::kKey: {
-                     auto key = KeyFromProto(request->key(), "key");
-                     if (!key.ok()) return key.status();
-                     target.key = *key;
-                     break;
-                   }
-                   case v1::EvictRequest::kSessionId:
-                     if (absl::Status st =
-                             backends_.sessions->CheckSession(t, request->session_id());
-                         !st.ok()) {
-                       return st;
-                     }
-                     target.session_id = request->session_id();
-                     break;
-                   case v1::EvictRequest::kAll:
-                     if (!request->all()) {
-                       return absl::InvalidArgumentError("all: false; set it to evict every block");
-                     }
-                     target.all = true;
-                     break;
-                   default:
-                     return absl::InvalidArgumentError("target: give a key, a session_id or all");
-                 }
-                 auto result = backends_.blocks->Evict(t.name(), t.salt(), target, *tier);
-                 if (!result.ok()) return result.status();
-                 v1::EvictResponse out;
-                 out.set_blocks_evicted(result->blocks);
-                 out.set_bytes_freed(result->bytes);
-                 return out;
-               });
+  return Serve(
+      context, "Admin.Evict", response, [&](const Tenant& t) -> absl::StatusOr<v1::EvictResponse> {
+        if (backends_.blocks == nullptr) {
+          return absl::UnimplementedError("Evict: this daemon stores no blocks");
+        }
+        auto tier = TierFromProto(request->tier());
+        if (!tier.ok()) return tier.status();
+        EvictTarget target;
+        switch (request->target_case()) {
+          case v1::EvictRequest::kKey: {
+            auto key = KeyFromProto(request->key(), "key");
+            if (!key.ok()) return key.status();
+            target.key = *key;
+            break;
+          }
+          case v1::EvictRequest::kSessionId:
+            if (absl::Status st = backends_.sessions->CheckSession(t, request->session_id());
+                !st.ok()) {
+              return st;
+            }
+            target.session_id = request->session_id();
+            break;
+          case v1::EvictRequest::kAll:
+            if (!request->all()) {
+              return absl::InvalidArgumentError("all: false; set it to evict every block");
+            }
+            target.all = true;
+            break;
+          default:
+            return absl::InvalidArgumentError("target: give a key, a session_id or all");
+        }
+        auto result = backends_.blocks->Evict(t.name(), t.salt(), target, *tier);
+        if (!result.ok()) return result.status();
+        v1::EvictResponse out;
+        out.set_blocks_evicted(result->blocks);
+        out.set_bytes_freed(result->bytes);
+        return out;
+      });
 }
 
 namespace {
@@ -291,10 +290,10 @@ grpc::ServerUnaryReactor* AdminServiceImpl::SetPolicy(grpc::CallbackServerContex
                    if (knob.name() == "pin_ttl_ms") field = &p.pin_ttl;
                    if (knob.name() == "lease_timeout_ms") field = &p.lease_timeout;
                    if (field == nullptr) {
-                     return absl::InvalidArgumentError(fmt::format(
-                         "knob '{}': not one of policy, prefetch_lead_ms, pin_ttl_ms, "
-                         "lease_timeout_ms",
-                         knob.name()));
+                     return absl::InvalidArgumentError(
+                         fmt::format("knob '{}': not one of policy, prefetch_lead_ms, pin_ttl_ms, "
+                                     "lease_timeout_ms",
+                                     knob.name()));
                    }
                    auto ms = ParseMs(knob);
                    if (!ms.ok()) return ms.status();

@@ -607,7 +607,6 @@ void BlockStore::EndWrite(std::uint64_t lease_id, const absl::Status& received) 
   if (lease.released && lease.transfers == 0) EndLease(lease_id, lease);
 }
 
-
 std::int64_t BlockStore::NowUs() const {
   return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() -
                                                                opened_)
@@ -775,8 +774,8 @@ absl::Status BlockStore::SetPolicy(const PlacementPolicy& p) {
   if (absl::Status st = CheckPolicyName(p.name); !st.ok()) return st;
   const auto check = [](std::string_view name, milliseconds v, milliseconds lo, milliseconds hi) {
     if (v >= lo && v <= hi) return absl::OkStatus();
-    return absl::InvalidArgumentError(fmt::format("{}: {} ms, not in {}..{}", name, v.count(),
-                                                  lo.count(), hi.count()));
+    return absl::InvalidArgumentError(
+        fmt::format("{}: {} ms, not in {}..{}", name, v.count(), lo.count(), hi.count()));
   };
   for (absl::Status st :
        {check("prefetch_lead_ms", p.prefetch_lead, milliseconds(0), milliseconds(600'000)),

@@ -115,9 +115,9 @@ struct BlockDescription {
   std::uint64_t layout_fingerprint = 0;
   TierMask tiers = 0;
   kernels::CodecId codec = kernels::CodecId::kRaw;  // of the fastest copy
-  std::uint64_t length = 0;                          // payload bytes of the fastest copy
-  std::uint64_t checksum = 0;                        // XXH3-64 of the payload (0: not known)
-  std::uint32_t sessions = 0;                        // live sessions whose blocks include it
+  std::uint64_t length = 0;                         // payload bytes of the fastest copy
+  std::uint64_t checksum = 0;                       // XXH3-64 of the payload (0: not known)
+  std::uint32_t sessions = 0;                       // live sessions whose blocks include it
   std::uint32_t leases = 0;
   std::int64_t last_access_unix_ms = 0;  // last commit or load (0: not since the start)
   std::uint64_t accesses = 0;            // loads since the start
@@ -195,8 +195,7 @@ class BlockStore final : public UcxBlockHandler {
   absl::StatusOr<BlockDescription> Describe(std::string_view tenant, std::string_view salt,
                                             const BlockKey& key) const;
   absl::StatusOr<EvictResult> Evict(std::string_view tenant, std::string_view salt,
-                                    const EvictTarget& target,
-                                    std::optional<tiers::TierKind> tier);
+                                    const EvictTarget& target, std::optional<tiers::TierKind> tier);
   // The placement policy in force; Replace installs another (validated first: INVALID_ARGUMENT
   // and nothing changes), rebuilding its view of every stored block and waiting session.
   [[nodiscard]] PlacementPolicy Policy() const;
@@ -205,8 +204,8 @@ class BlockStore final : public UcxBlockHandler {
   // Sessions (SessionOps and BlockService.TagBlocks tell the store; it tells the policy).
   // A session's blocks are its context's chain (keys the service derived from its tokens,
   // replaced on every change) plus the blocks an engine tagged with it (TagBlocks).
-  void SetSessionChain(std::string_view tenant, std::string_view salt,
-                       std::string_view session_id, std::span<const BlockKey> chain);
+  void SetSessionChain(std::string_view tenant, std::string_view salt, std::string_view session_id,
+                       std::span<const BlockKey> chain);
   void TagSession(std::string_view tenant, std::string_view salt, std::string_view session_id,
                   std::span<const BlockKey> keys);
   // The session's response ended in a tool call expected to take `expected`.

@@ -306,10 +306,10 @@ class PlacementTest : public ::testing::Test {
  protected:
   void Start(const std::string& name, const std::string& policy) {
     daemon_ = std::make_unique<Daemon>(
-        FreshDir(name), std::vector<std::string>{"--tiers-host-capacity-bytes", "4194304",
-                                                 "--tiers-slot-max-bytes", "1048576",
-                                                 "--tiers-nvme-capacity-bytes", "67108864",
-                                                 "--policy", policy, "--prefetch-lead-ms", "1000"});
+        FreshDir(name),
+        std::vector<std::string>{"--tiers-host-capacity-bytes", "4194304", "--tiers-slot-max-bytes",
+                                 "1048576", "--tiers-nvme-capacity-bytes", "67108864", "--policy",
+                                 policy, "--prefetch-lead-ms", "1000"});
     ASSERT_FALSE(daemon_->address().empty()) << daemon_->process().output();
     client_ = daemon_->Client(kTokenA);
     ASSERT_TRUE(client_->RegisterEngine(TestLayout()).ok());
