@@ -23,8 +23,8 @@
 //             stop at --save-budget-bytes in all so that every block lands in free host memory
 //             (no eviction is measured).
 //   load      BlockClient::Load of one block: LeaseBlocks RPC, UCX read (which ends the lease),
-//             XXH3 check, of blocks saved beforehand (distinct keys per thread, --working-set-bytes in
-//             all, cycled; the daemon must hold them in its host tier).
+//             XXH3 check, of blocks saved beforehand (distinct keys per thread, --working-set-bytes
+//             in all, cycled; the daemon must hold them in its host tier).
 //   lookup    LookupPrefix of a 64-block chain that is cached (latency per RPC; gbps 0).
 //   redis_set / redis_get
 //             SET / GET of a value of N bytes on the thread's own connection to redis-server, one

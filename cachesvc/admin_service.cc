@@ -1,6 +1,5 @@
 #include "cachesvc/admin_service.h"
 
-#include <charconv>
 #include <chrono>
 #include <string>
 #include <string_view>
@@ -11,7 +10,6 @@
 #include "cachesvc/session_ops.h"
 #include "cachesvc/tenants.h"
 #include "cachesvc/wire.h"
-#include "fmt/format.h"
 
 namespace cachesvc {
 namespace {
@@ -209,40 +207,13 @@ grpc::ServerUnaryReactor* AdminServiceImpl::Evict(grpc::CallbackServerContext* c
 
 namespace {
 
-// The knobs of a placement policy, with their help text.
-std::vector<v1::PolicyKnob> KnobsOf(const PlacementPolicy& p) {
-  const auto knob = [](std::string name, std::string value, std::string help) {
-    v1::PolicyKnob k;
-    k.set_name(std::move(name));
-    k.set_value(std::move(value));
-    k.set_help(std::move(help));
-    return k;
-  };
-  return {
-      knob("policy", p.name,
-           "cachesvc (agent-aware: a waiting session's blocks stay in host memory until its "
-           "expected return), lru-tiered, or ttl-pin"),
-      knob("prefetch_lead_ms", std::to_string(p.prefetch_lead.count()),
-           "cachesvc: stage a waiting session's blocks from NVMe this long before its expected "
-           "return (0..600000)"),
-      knob("pin_ttl_ms", std::to_string(p.pin_ttl.count()),
-           "ttl-pin: how long a session's blocks are held after its tool call starts "
-           "(1..86400000)"),
-      knob("lease_timeout_ms", std::to_string(p.lease_timeout.count()),
-           "a lease not released this long ends and its slot is reclaimed (1..86400000); "
-           "applies to leases granted from now on"),
-  };
-}
-
-absl::StatusOr<std::chrono::milliseconds> ParseMs(const v1::PolicyKnob& knob) {
-  std::int64_t v = 0;
-  const std::string& text = knob.value();
-  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
-  if (ec != std::errc() || end != text.data() + text.size() || text.empty()) {
-    return absl::InvalidArgumentError(
-        fmt::format("{}: '{}' is not a whole number of milliseconds", knob.name(), text));
+void AddKnobs(const PlacementPolicy& p, google::protobuf::RepeatedPtrField<v1::PolicyKnob>* out) {
+  for (PlacementKnob& k : PlacementKnobs(p)) {
+    v1::PolicyKnob* knob = out->Add();
+    knob->set_name(std::move(k.name));
+    knob->set_value(std::move(k.value));
+    knob->set_help(std::move(k.help));
   }
-  return std::chrono::milliseconds(v);
 }
 
 }  // namespace
@@ -258,7 +229,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::GetPolicy(grpc::CallbackServerContex
                  const PlacementPolicy p = backends_.blocks->Policy();
                  v1::GetPolicyResponse out;
                  out.set_policy(p.name);
-                 for (auto& k : KnobsOf(p)) *out.add_knobs() = std::move(k);
+                 AddKnobs(p, out.mutable_knobs());
                  return out;
                });
 }
@@ -280,30 +251,13 @@ grpc::ServerUnaryReactor* AdminServiceImpl::SetPolicy(grpc::CallbackServerContex
                  }
                  PlacementPolicy p = backends_.blocks->Policy();
                  for (const v1::PolicyKnob& knob : request->knobs()) {
-                   if (knob.name() == "policy") {
-                     if (absl::Status st = CheckPolicyName(knob.value()); !st.ok()) return st;
-                     p.name = knob.value();
-                     continue;
+                   if (absl::Status st = SetPlacementKnob(p, knob.name(), knob.value()); !st.ok()) {
+                     return st;
                    }
-                   std::chrono::milliseconds* field = nullptr;
-                   if (knob.name() == "prefetch_lead_ms") field = &p.prefetch_lead;
-                   if (knob.name() == "pin_ttl_ms") field = &p.pin_ttl;
-                   if (knob.name() == "lease_timeout_ms") field = &p.lease_timeout;
-                   if (field == nullptr) {
-                     return absl::InvalidArgumentError(
-                         fmt::format("knob '{}': not one of policy, prefetch_lead_ms, pin_ttl_ms, "
-                                     "lease_timeout_ms",
-                                     knob.name()));
-                   }
-                   auto ms = ParseMs(knob);
-                   if (!ms.ok()) return ms.status();
-                   *field = *ms;
                  }
                  if (absl::Status st = backends_.blocks->SetPolicy(p); !st.ok()) return st;
                  v1::SetPolicyResponse out;
-                 for (auto& k : KnobsOf(backends_.blocks->Policy())) {
-                   *out.add_knobs() = std::move(k);
-                 }
+                 AddKnobs(backends_.blocks->Policy(), out.mutable_knobs());
                  return out;
                });
 }

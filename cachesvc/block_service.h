@@ -4,9 +4,10 @@
 // plane, never through gRPC.
 //
 // Engines: RegisterEngine validates the layout and returns an engine id bound to the tenant and
-// the layout (the same id for every registration of that layout by that tenant); every other call names it (an engine id of another tenant is NOT_FOUND). The
-// engine's blocks are RAW payloads of the layout's size, or TQ3/TQ4 encodings of them (FP16 and
-// BF16 layouts with a head_dim the codec supports), and must be exactly that long.
+// the layout (the same id for every registration of that layout by that tenant); every other call
+// names it (an engine id of another tenant is NOT_FOUND). The engine's blocks are RAW payloads of
+// the layout's size, or TQ3/TQ4 encodings of them (FP16 and BF16 layouts with a head_dim the codec
+// supports), and must be exactly that long.
 #pragma once
 
 #include <cstdint>

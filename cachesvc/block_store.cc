@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <charconv>
 #include <cstring>
 
 #include "absl/container/flat_hash_set.h"
@@ -53,9 +54,6 @@ BlockKey TenantBlockKey(std::string_view tenant_salt, const BlockKey& key) {
   return out;
 }
 
-BlockStore::BlockStore(std::vector<tiers::Tier*> tiers, const BlockStoreOptions& options)
-    : tiers_(std::move(tiers)), options_(options) {}
-
 BlockStore::~BlockStore() {
   tiers::MutexLock lock(&mu_);
   for (auto& [id, lease] : leases_) {
@@ -66,7 +64,7 @@ BlockStore::~BlockStore() {
 }
 
 absl::StatusOr<std::unique_ptr<BlockStore>> BlockStore::Open(std::vector<tiers::Tier*> tiers,
-                                                             const BlockStoreOptions& options) {
+                                                             const PlacementPolicy& placement) {
   if (tiers.empty() || tiers[0]->kind() != TierKind::kHost) {
     return absl::InvalidArgumentError("block store: the first tier must be the host tier");
   }
@@ -76,14 +74,12 @@ absl::StatusOr<std::unique_ptr<BlockStore>> BlockStore::Open(std::vector<tiers::
           fmt::format("block store: tier {} is not an NVMe tier", tiers[i]->name()));
     }
   }
-  if (absl::Status st = CheckPolicyName(options.policy); !st.ok()) return st;
-  std::unique_ptr<BlockStore> store(new BlockStore(std::move(tiers), options));
+  if (absl::Status st = CheckPlacementPolicy(placement); !st.ok()) return st;
+  std::unique_ptr<BlockStore> store(new BlockStore(std::move(tiers)));
   {
     tiers::MutexLock lock(&store->mu_);
-    store->placement_.name = options.policy;
-    store->placement_.prefetch_lead = options.prefetch_lead;
-    store->placement_.lease_timeout = options.lease_timeout;
-    store->policy_ = store->BuildPolicy(store->placement_);
+    store->placement_ = placement;
+    store->policy_ = store->BuildPolicy(placement);
   }
   if (absl::Status st = store->Recover(); !st.ok()) return st;
   return store;
@@ -217,11 +213,13 @@ absl::StatusOr<std::vector<ReadLease>> BlockStore::Lease(std::string_view tenant
     rec.layout_fingerprint = info->meta.layout_fingerprint;
     rec.expires = std::chrono::steady_clock::now() + placement_.lease_timeout;
     const std::uint64_t id = NewLeaseId();
-    index_.Update(internal, [](BlockEntry& be) { ++be.leases; });
+    const std::int64_t now_unix_ms = UnixMs(std::chrono::steady_clock::now());
+    index_.Update(internal, [now_unix_ms](BlockEntry& be) {
+      ++be.leases;
+      be.last_access_us = now_unix_ms * 1000;  // the daemon's index keeps wall-clock times
+      if (be.accesses != UINT32_MAX) ++be.accesses;
+    });
     ClaimOwner(internal, tenant);
-    Access& access = access_[internal];
-    access.last_unix_ms = UnixMs(std::chrono::steady_clock::now());
-    ++access.loads;
     policy_->Touched(internal, TierKind::kHost, PolicyNow());
     out.push_back(ReadLease{.lease_id = id,
                             .key = key,
@@ -498,11 +496,11 @@ absl::StatusOr<std::vector<BlockKey>> BlockStore::Commit(std::string_view tenant
     BlockEntry fresh;
     fresh.layout_fingerprint = lease.layout_fingerprint;
     fresh.raw_bytes = static_cast<std::uint32_t>(lease.raw_bytes);
+    fresh.last_access_us = UnixMs(std::chrono::steady_clock::now()) * 1000;
     index_.AddCopy(lease.internal, TierKind::kHost, CopyOf(lease.slot, lease.length, lease.codec),
                    fresh);
     owner_[lease.internal] = lease.tenant;
     checksum_[lease.internal] = sum;
-    access_[lease.internal].last_unix_ms = UnixMs(std::chrono::steady_clock::now());
     AddTenantBytes(lease.internal, TierKind::kHost,
                    static_cast<std::int64_t>(lease.slot.slot_bytes));
     policy_->Added(lease.internal, TierKind::kHost, PolicyNow());
@@ -633,7 +631,6 @@ std::uint64_t BlockStore::DropCopy(const BlockKey& internal, TierKind kind) {
     index_.EraseIfUnused(internal);
     owner_.erase(internal);
     checksum_.erase(internal);
-    access_.erase(internal);
   }
   return slot.slot_bytes;
 }
@@ -678,10 +675,8 @@ absl::StatusOr<BlockDescription> BlockStore::Describe(std::string_view tenant,
   d.leases = e->leases;
   if (auto it = checksum_.find(internal); it != checksum_.end()) d.checksum = it->second;
   if (auto it = session_refs_.find(internal); it != session_refs_.end()) d.sessions = it->second;
-  if (auto it = access_.find(internal); it != access_.end()) {
-    d.last_access_unix_ms = it->second.last_unix_ms;
-    d.accesses = it->second.loads;
-  }
+  d.last_access_unix_ms = e->last_access_us / 1000;
+  d.accesses = e->accesses;
   return d;
 }
 
@@ -745,10 +740,8 @@ std::unique_ptr<ResidencyPolicy> BlockStore::BuildPolicy(const PlacementPolicy& 
   }
   // Every stored block, least recently used first, then the sessions waiting on tool calls.
   std::vector<std::pair<std::int64_t, BlockKey>> blocks;
-  index_.ForEach([&](const BlockKey& k, const BlockEntry&) {
-    auto it = access_.find(k);
-    blocks.emplace_back(it == access_.end() ? 0 : it->second.last_unix_ms, k);
-  });
+  index_.ForEach(
+      [&](const BlockKey& k, const BlockEntry& e) { blocks.emplace_back(e.last_access_us, k); });
   std::sort(blocks.begin(), blocks.end());
   for (const auto& [last, key] : blocks) {
     const TierMask tiers = index_.Tiers(key);
@@ -770,6 +763,14 @@ PlacementPolicy BlockStore::Policy() const {
 }
 
 absl::Status BlockStore::SetPolicy(const PlacementPolicy& p) {
+  if (absl::Status st = CheckPlacementPolicy(p); !st.ok()) return st;
+  tiers::MutexLock lock(&mu_);
+  policy_ = BuildPolicy(p);
+  placement_ = p;
+  return absl::OkStatus();
+}
+
+absl::Status CheckPlacementPolicy(const PlacementPolicy& p) {
   using std::chrono::milliseconds;
   if (absl::Status st = CheckPolicyName(p.name); !st.ok()) return st;
   const auto check = [](std::string_view name, milliseconds v, milliseconds lo, milliseconds hi) {
@@ -783,9 +784,45 @@ absl::Status BlockStore::SetPolicy(const PlacementPolicy& p) {
         check("lease_timeout_ms", p.lease_timeout, milliseconds(1), milliseconds(86'400'000))}) {
     if (!st.ok()) return st;
   }
-  tiers::MutexLock lock(&mu_);
-  policy_ = BuildPolicy(p);
-  placement_ = p;
+  return absl::OkStatus();
+}
+
+std::vector<PlacementKnob> PlacementKnobs(const PlacementPolicy& p) {
+  return {
+      {"policy", p.name,
+       "cachesvc (agent-aware: a waiting session's blocks stay in host memory until its "
+       "expected return), lru-tiered, or ttl-pin"},
+      {"prefetch_lead_ms", std::to_string(p.prefetch_lead.count()),
+       "cachesvc: stage a waiting session's blocks from NVMe this long before its expected "
+       "return (0..600000)"},
+      {"pin_ttl_ms", std::to_string(p.pin_ttl.count()),
+       "ttl-pin: how long a session's blocks are held after its tool call starts (1..86400000)"},
+      {"lease_timeout_ms", std::to_string(p.lease_timeout.count()),
+       "a lease not released this long ends and its slot is reclaimed (1..86400000); applies to "
+       "leases granted from now on"},
+  };
+}
+
+absl::Status SetPlacementKnob(PlacementPolicy& p, std::string_view name, std::string_view value) {
+  if (name == "policy") {
+    p.name = std::string(value);
+    return absl::OkStatus();
+  }
+  std::chrono::milliseconds* field = nullptr;
+  if (name == "prefetch_lead_ms") field = &p.prefetch_lead;
+  if (name == "pin_ttl_ms") field = &p.pin_ttl;
+  if (name == "lease_timeout_ms") field = &p.lease_timeout;
+  if (field == nullptr) {
+    return absl::InvalidArgumentError(fmt::format(
+        "knob '{}': not one of policy, prefetch_lead_ms, pin_ttl_ms, lease_timeout_ms", name));
+  }
+  std::int64_t ms = 0;
+  const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), ms);
+  if (value.empty() || ec != std::errc() || end != value.data() + value.size()) {
+    return absl::InvalidArgumentError(
+        fmt::format("{}: '{}' is not a whole number of milliseconds", name, value));
+  }
+  *field = std::chrono::milliseconds(ms);
   return absl::OkStatus();
 }
 
@@ -799,6 +836,14 @@ BlockStore::SessionBlocks* BlockStore::FindSession(std::string_view tenant,
                                                    std::string_view session_id) {
   auto it = sessions_.find(SessionName(tenant, session_id));
   return it == sessions_.end() ? nullptr : &it->second;
+}
+
+BlockStore::SessionBlocks& BlockStore::SessionFor(std::string_view tenant,
+                                                  std::string_view session_id) {
+  const std::string name = SessionName(tenant, session_id);
+  SessionBlocks& s = sessions_[name];
+  if (s.policy_id == 0) s.policy_id = XXH3_64bits(name.data(), name.size()) | 1;
+  return s;
 }
 
 std::vector<BlockKey> BlockStore::SessionKeys(const SessionBlocks& s) {
@@ -833,36 +878,42 @@ void BlockStore::SetSessionChain(std::string_view tenant, std::string_view salt,
   std::vector<BlockKey> internal;
   internal.reserve(chain.size());
   for (const BlockKey& k : chain) internal.push_back(TenantBlockKey(salt, k));
-  const std::string name = SessionName(tenant, session_id);
   tiers::MutexLock lock(&mu_);
-  SessionBlocks& s = sessions_[name];
-  if (s.policy_id == 0) s.policy_id = XXH3_64bits(name.data(), name.size()) | 1;
+  SessionBlocks& s = SessionFor(tenant, session_id);
   CountSessionRefs(SessionKeys(s), -1);
   s.chain = std::move(internal);
   CountSessionRefs(SessionKeys(s), +1);
 }
 
+bool BlockStore::ExtendSessionChain(std::string_view tenant, std::string_view salt,
+                                    std::string_view session_id, std::span<const BlockKey> more) {
+  tiers::MutexLock lock(&mu_);
+  SessionBlocks* s = FindSession(tenant, session_id);
+  if (s == nullptr) return false;
+  for (const BlockKey& k : more) {
+    const BlockKey internal = TenantBlockKey(salt, k);
+    s->chain.push_back(internal);
+    if (!s->tags.contains(internal)) CountSessionRefs(std::span(&internal, 1), +1);
+  }
+  return true;
+}
+
 void BlockStore::TagSession(std::string_view tenant, std::string_view salt,
                             std::string_view session_id, std::span<const BlockKey> keys) {
-  const std::string name = SessionName(tenant, session_id);
   tiers::MutexLock lock(&mu_);
-  SessionBlocks& s = sessions_[name];
-  if (s.policy_id == 0) s.policy_id = XXH3_64bits(name.data(), name.size()) | 1;
+  SessionBlocks& s = SessionFor(tenant, session_id);
   CountSessionRefs(SessionKeys(s), -1);
-  absl::flat_hash_set<BlockKey> have(s.tags.begin(), s.tags.end());
   for (const BlockKey& k : keys) {
     const BlockKey internal = TenantBlockKey(salt, k);
-    if (have.insert(internal).second) s.tags.push_back(internal);
+    s.tags.insert(internal);
   }
   CountSessionRefs(SessionKeys(s), +1);
 }
 
 void BlockStore::SessionToolCallStarted(std::string_view tenant, std::string_view session_id,
                                         std::chrono::milliseconds expected) {
-  const std::string name = SessionName(tenant, session_id);
   tiers::MutexLock lock(&mu_);
-  SessionBlocks& s = sessions_[name];
-  if (s.policy_id == 0) s.policy_id = XXH3_64bits(name.data(), name.size()) | 1;
+  SessionBlocks& s = SessionFor(tenant, session_id);
   s.waiting = true;
   s.start_us = PolicyNow();
   s.expected_end_us = s.start_us + std::chrono::microseconds(expected).count();

@@ -33,9 +33,11 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "cachesvc/block_index.h"
 #include "cachesvc/residency_policy.h"
@@ -62,11 +64,19 @@ struct PlacementPolicy {
   std::chrono::milliseconds lease_timeout{30000};
 };
 
-struct BlockStoreOptions {
-  std::chrono::milliseconds lease_timeout{30000};
-  std::string policy = "cachesvc";
-  std::chrono::milliseconds prefetch_lead{1000};
+// OK, or INVALID_ARGUMENT naming the first field out of range or the unknown policy.
+absl::Status CheckPlacementPolicy(const PlacementPolicy& p);
+
+// A placement policy as named text knobs (AdminService GetPolicy/SetPolicy, cachectl policy).
+struct PlacementKnob {
+  std::string name;  // "policy", "prefetch_lead_ms", "pin_ttl_ms", "lease_timeout_ms"
+  std::string value;
+  std::string help;
 };
+std::vector<PlacementKnob> PlacementKnobs(const PlacementPolicy& p);
+// Sets one knob of `p` from its text; INVALID_ARGUMENT for an unknown knob or a value that is
+// not a whole number of milliseconds (ranges are CheckPlacementPolicy's).
+absl::Status SetPlacementKnob(PlacementPolicy& p, std::string_view name, std::string_view value);
 
 // What one block of a load can be read as.
 struct ReadLease {
@@ -157,8 +167,9 @@ class BlockStore final : public UcxBlockHandler {
  public:
   // `tiers`: fastest first; the first must be a memory tier (host), an NVMe tier may follow.
   // Rebuilds the index from what the NVMe tier holds (a restart serves every block it indexed).
+  // INVALID_ARGUMENT for a bad `placement`.
   static absl::StatusOr<std::unique_ptr<BlockStore>> Open(std::vector<tiers::Tier*> tiers,
-                                                          const BlockStoreOptions& options);
+                                                          const PlacementPolicy& placement = {});
   ~BlockStore() override;
 
   // The longest prefix of `keys` that is stored, and where.
@@ -206,6 +217,10 @@ class BlockStore final : public UcxBlockHandler {
   // replaced on every change) plus the blocks an engine tagged with it (TagBlocks).
   void SetSessionChain(std::string_view tenant, std::string_view salt, std::string_view session_id,
                        std::span<const BlockKey> chain);
+  // Adds the chain's new full blocks after an append; false (and nothing changes) when the store
+  // does not know the session yet, whose whole chain SetSessionChain must then give.
+  bool ExtendSessionChain(std::string_view tenant, std::string_view salt,
+                          std::string_view session_id, std::span<const BlockKey> more);
   void TagSession(std::string_view tenant, std::string_view salt, std::string_view session_id,
                   std::span<const BlockKey> keys);
   // The session's response ended in a tool call expected to take `expected`.
@@ -258,13 +273,13 @@ class BlockStore final : public UcxBlockHandler {
   struct SessionBlocks {
     std::uint64_t policy_id = 0;  // the policy's name for the session
     std::vector<BlockKey> chain;
-    std::vector<BlockKey> tags;
+    absl::flat_hash_set<BlockKey> tags;  // keys an engine tagged the session with
     bool waiting = false;  // on a tool call, since start_us, expected back at expected_end_us
     std::int64_t start_us = 0;
     std::int64_t expected_end_us = 0;
   };
 
-  BlockStore(std::vector<tiers::Tier*> tiers, const BlockStoreOptions& options);
+  explicit BlockStore(std::vector<tiers::Tier*> tiers) : tiers_(std::move(tiers)) {}
   // A fresh policy of `p` told about every stored block and waiting session.
   std::unique_ptr<ResidencyPolicy> BuildPolicy(const PlacementPolicy& p)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -273,6 +288,9 @@ class BlockStore final : public UcxBlockHandler {
   std::uint64_t DropCopy(const BlockKey& internal, tiers::TierKind tier)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   SessionBlocks* FindSession(std::string_view tenant, std::string_view session_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The session's record, made on first use (with the policy's name for it).
+  SessionBlocks& SessionFor(std::string_view tenant, std::string_view session_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Adds `delta` to the session count of each of `keys`.
   void CountSessionRefs(std::span<const BlockKey> keys, int delta)
@@ -302,7 +320,6 @@ class BlockStore final : public UcxBlockHandler {
   static std::int64_t UnixMs(std::chrono::steady_clock::time_point t);
 
   const std::vector<tiers::Tier*> tiers_;
-  const BlockStoreOptions options_;
   mutable tiers::Mutex mu_;
   BlockIndex index_;
   std::unique_ptr<ResidencyPolicy> policy_ ABSL_GUARDED_BY(mu_);
@@ -318,12 +335,6 @@ class BlockStore final : public UcxBlockHandler {
   // Sessions by tenant + '\n' + session id, and how many sessions reference each block.
   absl::flat_hash_map<std::string, SessionBlocks> sessions_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<BlockKey, std::uint32_t> session_refs_ ABSL_GUARDED_BY(mu_);
-  // Per block: last commit or load (unix ms) and loads, for Describe.
-  struct Access {
-    std::int64_t last_unix_ms = 0;
-    std::uint64_t loads = 0;
-  };
-  absl::flat_hash_map<BlockKey, Access> access_ ABSL_GUARDED_BY(mu_);
   const std::chrono::steady_clock::time_point opened_ = std::chrono::steady_clock::now();
   std::int64_t clock_us_ ABSL_GUARDED_BY(mu_) = 0;  // the last NowUs() the policy was told
 };

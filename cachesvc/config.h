@@ -34,9 +34,9 @@ struct Config {
   std::string metrics_listen = "127.0.0.1:9464";  // Prometheus /metrics over HTTP; "" = off
   std::string ucx_listen = "127.0.0.1:0";         // UCX data plane listener; "" = off
   std::string ucx_transports;                     // UCX_TLS for the data plane; "" = UCX's default
-  bool ucx_detect_peer_failure = true;  // off allows shared memory and cma (docs/ucx.md)
+  bool ucx_detect_peer_failure = true;            // off allows shared memory and cma (docs/ucx.md)
   std::int64_t lease_timeout_ms = 30000;          // a lease not renewed this long is released
-  std::string policy = "cachesvc";       // block placement: cachesvc, lru-tiered, ttl-pin
+  std::string policy = "cachesvc";                // block placement: cachesvc, lru-tiered, ttl-pin
   std::int64_t prefetch_lead_ms = 1000;  // cachesvc: stage a waiting session's blocks this early
   std::string tls_cert_path;  // PEM certificate chain; with tls_key_path, gRPC serves TLS only
   std::string tls_key_path;   // PEM private key; both or neither

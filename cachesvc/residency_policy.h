@@ -92,8 +92,8 @@ std::unique_ptr<ResidencyPolicy> MakeLruPolicy(bool cascade);
 // Continuum-style "ttl-pin": lru-tiered, and a session's blocks are pinned in the fastest tier for
 // a fixed `ttl_us` after its tool call starts (evicted only when nothing unpinned is left).
 // `fastest`: the tier pins apply to (HBM in an engine; host memory in a daemon without HBM).
-std::unique_ptr<ResidencyPolicy> MakeTtlPinPolicy(
-    std::int64_t ttl_us, tiers::TierKind fastest = tiers::TierKind::kHbm);
+std::unique_ptr<ResidencyPolicy> MakeTtlPinPolicy(std::int64_t ttl_us,
+                                                  tiers::TierKind fastest = tiers::TierKind::kHbm);
 
 // The agent-aware policy, first version ("cachesvc"): lru-tiered, plus, for a session waiting on a
 // tool call, its blocks are held in the fastest tier until the expected return (not a fixed TTL),

@@ -110,11 +110,11 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const Config& config, Daem
   self->tenants_ = std::move(*tenants);
   self->metrics_ = std::make_unique<metrics::Registry>();
   if (tiers != nullptr && !tiers->tiers().empty()) {
-    BlockStoreOptions options;
-    options.lease_timeout = std::chrono::milliseconds(config.lease_timeout_ms);
-    options.policy = config.policy;
-    options.prefetch_lead = std::chrono::milliseconds(config.prefetch_lead_ms);
-    auto store = BlockStore::Open(tiers->tiers(), options);
+    PlacementPolicy placement;
+    placement.name = config.policy;
+    placement.prefetch_lead = std::chrono::milliseconds(config.prefetch_lead_ms);
+    placement.lease_timeout = std::chrono::milliseconds(config.lease_timeout_ms);
+    auto store = BlockStore::Open(tiers->tiers(), placement);
     if (!store.ok()) return store.status();
     self->store_ = std::move(*store);
   }

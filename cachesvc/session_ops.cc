@@ -171,7 +171,11 @@ absl::StatusOr<v1::AppendTokensResponse> SessionOps::Append(const Tenant& tenant
       tenant.name(), req.session_id(),
       std::span<const std::uint32_t>(req.tokens().data(), req.tokens().size()), NowUs());
   if (!keys.ok()) return keys.status();
-  SyncBlocks(tenant, req.session_id());
+  // Only the new full blocks go to the block store, not the whole context again.
+  if (blocks_ != nullptr && !keys->empty() &&
+      !blocks_->ExtendSessionChain(tenant.name(), tenant.salt(), req.session_id(), *keys)) {
+    SyncBlocks(tenant, req.session_id());
+  }
   v1::AppendTokensResponse resp;
   resp.set_context_tokens(total);
   resp.set_full_blocks(static_cast<std::uint32_t>(total / before->block_tokens));

@@ -209,11 +209,11 @@ TEST_F(ServingTest, AClientKilledMidTransferLeavesNoLeaseOrSlotBehind) {
     return daemon_->Metric("cachesvc_tier_blocks{tier=\"host\"}") * (256 << 10);
   };
   const auto deadline = std::chrono::steady_clock::now() + 10s;
-  while (std::chrono::steady_clock::now() < deadline &&
-         (daemon_->Metric("cachesvc_leases_outstanding{kind=\"write\"}") != 0 ||
-          daemon_->Metric("cachesvc_leases_outstanding{kind=\"read\"}") != 0 ||
-          daemon_->Metric("cachesvc_tier_allocated_bytes{tier=\"host\"}") !=
-              host_held_by_blocks())) {
+  while (
+      std::chrono::steady_clock::now() < deadline &&
+      (daemon_->Metric("cachesvc_leases_outstanding{kind=\"write\"}") != 0 ||
+       daemon_->Metric("cachesvc_leases_outstanding{kind=\"read\"}") != 0 ||
+       daemon_->Metric("cachesvc_tier_allocated_bytes{tier=\"host\"}") != host_held_by_blocks())) {
     std::this_thread::sleep_for(200ms);
   }
   EXPECT_EQ(daemon_->Metric("cachesvc_leases_outstanding{kind=\"write\"}"), 0);

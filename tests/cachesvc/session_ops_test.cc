@@ -69,7 +69,7 @@ class SessionOpsTest : public ::testing::Test {
     auto tiers = TierSet::Open(config, dir_);
     ASSERT_TRUE(tiers.ok()) << tiers.status();
     tiers_ = std::move(*tiers);
-    auto blocks = BlockStore::Open(tiers_->tiers(), BlockStoreOptions{});
+    auto blocks = BlockStore::Open(tiers_->tiers());
     ASSERT_TRUE(blocks.ok()) << blocks.status();
     blocks_ = std::move(*blocks);
     layouts_.Add("a", SmallLayout());
