@@ -4,7 +4,7 @@
 // token bytes with one XXH3-128 call per block but no chaining: the floor any key scheme over
 // XXH3 pays. bench/run keys reports the ratio of the two from the same run.
 #include <benchmark/benchmark.h>
-#include <xxhash.h>
+#include "proto/xxh3.h"
 
 #include <numeric>
 #include <vector>

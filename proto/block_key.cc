@@ -1,7 +1,7 @@
 #include "proto/block_key.h"
 
 #define XXH_STATIC_LINKING_ONLY  // XXH3_state_t and XXH3_INITSTATE
-#include <xxhash.h>
+#include "proto/xxh3.h"
 
 #include <bit>
 

@@ -1,6 +1,6 @@
 #include "proto/layout.h"
 
-#include <xxhash.h>
+#include "proto/xxh3.h"
 
 #include "fmt/format.h"
 

@@ -5,7 +5,7 @@
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <xxhash.h>
+#include "proto/xxh3.h"
 
 #include <algorithm>
 #include <cerrno>

@@ -11,7 +11,7 @@
 #include "cachesvc/v1/cachesvc.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "tests/cachesvc/serving_fixture.h"
-#include "xxhash.h"
+#include "proto/xxh3.h"
 
 namespace cachesvc {
 namespace {

@@ -21,7 +21,7 @@
 #include "tests/cachesvc/serving_fixture.h"
 #include "tests/support/daemon.h"
 #include "tests/support/subprocess.h"
-#include "xxhash.h"
+#include "proto/xxh3.h"
 
 namespace cachesvc {
 namespace {

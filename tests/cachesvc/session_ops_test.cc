@@ -20,7 +20,7 @@
 #include "cachesvc/tenants.h"
 #include "cachesvc/tier_set.h"
 #include "tiers/clock.h"
-#include "xxhash.h"
+#include "proto/xxh3.h"
 
 namespace cachesvc {
 namespace {
