@@ -65,7 +65,7 @@
 #include "fmt/format.h"
 #include "nlohmann/json.hpp"
 #include "proto/layout.h"
-#include "xxhash.h"
+#include "proto/xxh3.h"
 
 namespace cachesvc::bench {
 namespace {
@@ -73,6 +73,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using client::BlockClient;
 using client::BlockClientOptions;
+using client::LocalTransport;
 
 constexpr std::size_t kLookupChain = 64;
 constexpr std::size_t kWarmupOps = 3;
@@ -560,6 +561,11 @@ int Run(const Options& o) {
       std::fprintf(stderr, "%s\n", svc.clients[0]->data_plane()->DescribeLanes().c_str());
     extra["client"] = o.shared_client ? "shared" : "per_thread";
     extra["lanes"] = svc.lanes;
+    // Which path loads and lookups take: the same-host data plane when the daemon offers it.
+    extra["path"] = svc.clients[0]->local_plane() != nullptr ? "local" : "ucx";
+    if (!svc.clients[0]->local_status().ok()) {
+      extra["local_refused"] = svc.clients[0]->local_status().ToString();
+    }
     std::random_device rd;
     const std::uint64_t nonce = (std::uint64_t{rd()} << 32) ^ rd();
 
@@ -670,7 +676,32 @@ int Run(const Options& o) {
       }
       auto row = Measure(o, "load", threads, n, unbounded, load_one, o.daemon_pid);
       row.update(extra);
-      if (o.breakdown) {
+      if (o.breakdown && svc.clients[0]->local_plane() != nullptr) {
+        // BlockClient::Load's sequence on the same-host data plane, one step at a time.
+        Steps steps({"local_lease", "copy_xxh3", "local_release"}, threads);
+        auto total =
+            Measure(o, "load_steps", threads, n, unbounded, [&](unsigned t, std::uint64_t i) {
+              LocalTransport& local = *svc.For(t).local_plane();
+              const std::span<std::byte> out(pool_block(t, i + 1), n);
+              auto last = Clock::now();
+              auto leases =
+                  local.Lease(std::span<const BlockKey>(&load_keys[t][i % per_thread_blocks], 1));
+              if (!leases.ok() || leases->size() != 1) Die("local LEASE failed");
+              steps.Mark(t, 0, last);
+              if (auto st = local.Read((*leases)[0], out); !st.ok()) {
+                Die(fmt::format("local read: {}", st.ToString()));
+              }
+              steps.Mark(t, 1, last);
+              const std::uint64_t id = (*leases)[0].lease_id;
+              local.Release(std::span<const std::uint64_t>(&id, 1));
+              steps.Mark(t, 2, last);
+              return true;
+            });
+        row["steps_p50_us"] = steps.Summary(false);
+        row["steps_mean_us"] = steps.Summary(true);
+        row["steps_total_p50_us"] = total["p50_us"];
+        row["steps_total_mean_us"] = total["mean_us"];
+      } else if (o.breakdown) {
         // BlockClient::Load's sequence, one step at a time.
         Steps steps({"lease_rpc", "ucx_read", "client_xxh3"}, threads);
         auto total =

@@ -45,11 +45,13 @@ std::string NewEngineId() {
 }  // namespace
 
 BlockServiceImpl::BlockServiceImpl(BlockStore* store, const TenantRegistry* tenants,
-                                   std::string ucx_address, metrics::Registry* metrics,
-                                   KnownLayouts* layouts, SessionOps* sessions)
+                                   std::string ucx_address, std::string local_socket,
+                                   metrics::Registry* metrics, KnownLayouts* layouts,
+                                   SessionOps* sessions)
     : store_(store),
       tenants_(tenants),
       ucx_address_(std::move(ucx_address)),
+      local_socket_(std::move(local_socket)),
       metrics_(metrics),
       layouts_(layouts),
       sessions_(sessions) {}
@@ -69,6 +71,15 @@ absl::StatusOr<BlockServiceImpl::Engine> BlockServiceImpl::FindEngine(
     return absl::NotFoundError(fmt::format("engine '{}' is not registered", engine_id));
   }
   return it->second;
+}
+
+absl::StatusOr<std::string> BlockServiceImpl::EngineTenant(std::string_view engine_id) const {
+  tiers::MutexLock lock(&mu_);
+  auto it = engines_.find(std::string(engine_id));
+  if (it == engines_.end()) {
+    return absl::NotFoundError(fmt::format("engine '{}' is not registered", engine_id));
+  }
+  return it->second.tenant;
 }
 
 grpc::ServerUnaryReactor* BlockServiceImpl::RegisterEngine(grpc::CallbackServerContext* context,
@@ -101,6 +112,7 @@ grpc::ServerUnaryReactor* BlockServiceImpl::RegisterEngine(grpc::CallbackServerC
   resp->set_layout_fingerprint(engine.fingerprint);
   resp->set_raw_block_bytes(layout->RawBlockBytes());
   resp->set_ucx_server_address(ucx_address_);
+  resp->set_local_socket(local_socket_);
   return Finish(context, "RegisterEngine", start, absl::OkStatus());
 }
 

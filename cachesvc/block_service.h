@@ -30,11 +30,16 @@ class SessionOps;
 
 class BlockServiceImpl final : public v1::BlockService::CallbackService {
  public:
-  // All must outlive the service. `ucx_address`: the data plane's listen address ("" = none).
-  // `layouts` (may be null) learns each layout an engine registers, for SessionService.
+  // All must outlive the service. `ucx_address`: the data plane's listen address ("" = none);
+  // `local_socket`: the same-host data plane's socket ("" = none). `layouts` (may be null) learns
+  // each layout an engine registers, for SessionService.
   BlockServiceImpl(BlockStore* store, const TenantRegistry* tenants, std::string ucx_address,
-                   metrics::Registry* metrics, KnownLayouts* layouts = nullptr,
-                   SessionOps* sessions = nullptr);
+                   std::string local_socket, metrics::Registry* metrics,
+                   KnownLayouts* layouts = nullptr, SessionOps* sessions = nullptr);
+
+  // The tenant an engine id belongs to (NOT_FOUND for an id RegisterEngine never handed out),
+  // for the local data plane, whose peers name their engine id instead of a token.
+  absl::StatusOr<std::string> EngineTenant(std::string_view engine_id) const;
 
   grpc::ServerUnaryReactor* RegisterEngine(grpc::CallbackServerContext* context,
                                            const v1::RegisterEngineRequest* request,
@@ -77,6 +82,7 @@ class BlockServiceImpl final : public v1::BlockService::CallbackService {
   BlockStore* const store_;
   const TenantRegistry* const tenants_;
   const std::string ucx_address_;
+  const std::string local_socket_;
   metrics::Registry* const metrics_;
   KnownLayouts* const layouts_;
   SessionOps* const sessions_;

@@ -1,4 +1,3 @@
-#define XXH_STATIC_LINKING_ONLY  // XXH3_state_t
 #include "cachesvc/block_store.h"
 
 #include <sys/random.h>
@@ -12,7 +11,7 @@
 #include "fmt/format.h"
 #include "spdlog/spdlog.h"
 #include "tiers/nvme_tier.h"
-#include "xxhash.h"
+#include "proto/xxh3.h"
 
 namespace cachesvc {
 namespace {
@@ -160,7 +159,8 @@ std::vector<BlockPlace> BlockStore::Lookup(std::string_view tenant, std::string_
 
 absl::StatusOr<std::vector<ReadLease>> BlockStore::Lease(std::string_view tenant,
                                                          std::string_view salt,
-                                                         std::span<const BlockKey> keys) {
+                                                         std::span<const BlockKey> keys,
+                                                         bool one_read) {
   tiers::MutexLock lock(&mu_);
   ExpireLocked();
   tiers::Tier* host = TierOf(TierKind::kHost);
@@ -190,6 +190,8 @@ absl::StatusOr<std::vector<ReadLease>> BlockStore::Lease(std::string_view tenant
     const tiers::SlotId slot = SlotOf(*e, TierKind::kHost);
     auto info = host->Info(slot);
     if (!info.ok()) break;
+    auto mem = host->Memory(slot);
+    if (!mem.ok()) break;
     auto tier_lease = host->AcquireLease(slot, placement_.lease_timeout * 2);
     if (!tier_lease.ok()) break;
     LeaseRecord rec;
@@ -204,8 +206,6 @@ absl::StatusOr<std::vector<ReadLease>> BlockStore::Lease(std::string_view tenant
       rec.checksum = sum->second;
     }
     if (rec.checksum == 0) {  // not known (the host tier keeps none): hash the bytes once
-      auto mem = host->Memory(slot);
-      if (!mem.ok()) break;
       rec.checksum = XXH3_64bits(mem->address, rec.length);
       checksum_[internal] = rec.checksum;
     }
@@ -228,7 +228,13 @@ absl::StatusOr<std::vector<ReadLease>> BlockStore::Lease(std::string_view tenant
                             .codec = rec.codec,
                             .checksum = rec.checksum,
                             .expires_unix_ms = UnixMs(rec.expires),
-                            .layout_fingerprint = rec.layout_fingerprint});
+                            .layout_fingerprint = rec.layout_fingerprint,
+                            .ends_after_read = one_read,
+                            .address = reinterpret_cast<std::uintptr_t>(mem->address)});
+    rec.one_read = one_read;
+    // The holder of a lease that is not one-read copies the bytes out of shared memory itself:
+    // count them as read here, since no data-plane transfer will.
+    if (!one_read) stats_.bytes_read += rec.length;
     leases_.emplace(id, std::move(rec));
     ++stats_.hits;
   }
@@ -566,7 +572,9 @@ void BlockStore::EndRead(std::uint64_t lease_id, const absl::Status& sent) {
   --it->second.transfers;
   if (sent.ok()) {
     stats_.bytes_read += it->second.length;
-    it->second.released = true;  // a read lease is good for one read (ReadLease::ends_after_read)
+    // A read lease is good for one read (ReadLease::ends_after_read) unless its holder asked
+    // otherwise.
+    if (it->second.one_read) it->second.released = true;
   }
   if (it->second.released && it->second.transfers == 0) EndLease(lease_id, it->second);
 }

@@ -89,8 +89,12 @@ struct ReadLease {
   std::int64_t expires_unix_ms = 0;
   std::uint64_t layout_fingerprint = 0;  // the layout the block was saved for
   // The lease ends once the data plane has sent the block (one read, no Release needed): it
-  // saves the client a round trip per load.
+  // saves the client a round trip per load. false for leases the holder reads on its own (the
+  // local data plane's), which last until Release or expiry.
   bool ends_after_read = true;
+  // Where the payload is in this process (host memory); for the local data plane, which turns it
+  // into an offset in the shared arena.
+  std::uintptr_t address = 0;
 };
 
 struct WriteLease {
@@ -176,8 +180,11 @@ class BlockStore final : public UcxBlockHandler {
   std::vector<BlockPlace> Lookup(std::string_view tenant, std::string_view salt,
                                  std::span<const BlockKey> keys);
   // Read leases for the longest stored prefix of `keys` (stops at the first block not stored).
+  // `one_read`: each lease ends with its data-plane read (ReadLease::ends_after_read); false for
+  // holders that read the memory themselves and Release.
   absl::StatusOr<std::vector<ReadLease>> Lease(std::string_view tenant, std::string_view salt,
-                                               std::span<const BlockKey> keys);
+                                               std::span<const BlockKey> keys,
+                                               bool one_read = true);
   // Ends leases of `tenant`; NOT_FOUND names the first id that is not one of its live leases
   // (the others are still released).
   absl::Status Release(std::string_view tenant, std::span<const std::uint64_t> lease_ids);
@@ -267,6 +274,7 @@ class BlockStore final : public UcxBlockHandler {
     int transfers = 0;          // data-plane operations in progress on it
     std::uint64_t written = 0;  // write leases: bytes received (0 = none yet)
     bool released = false;      // ended while a transfer was in progress
+    bool one_read = true;       // read leases: ends with its first data-plane read
   };
 
   // A session's blocks as the store tracks them (keys are tenant-scoped).

@@ -154,7 +154,7 @@ absl::Status CheckOneOf(const std::string& value, std::initializer_list<std::str
   return absl::InvalidArgumentError(fmt::format("'{}' is not one of {}", value, list));
 }
 
-const std::array<KeySpec, 25> kKeys = {{
+const std::array<KeySpec, 26> kKeys = {{
     {"listen",
      "gRPC listen address: host:port, [ipv6]:port or unix:/path; port 0 picks a free port",
      &Config::listen, CheckListen},
@@ -187,6 +187,18 @@ const std::array<KeySpec, 25> kKeys = {{
      "false lets UCX use shared memory and cma on one host, whose transfers cannot be cancelled "
      "(docs/ucx.md). Clients must use the same setting",
      &Config::ucx_detect_peer_failure, [](const Config&) { return absl::OkStatus(); }},
+    {"local_socket",
+     "path of the Unix socket of the same-host data plane: engines of the daemon's user map the "
+     "host tier read-only and load without gRPC or UCX (docs/local.md); empty: off",
+     &Config::local_socket,
+     [](const Config& c) {
+       if (c.local_socket.size() > 107) {
+         return absl::InvalidArgumentError(
+             fmt::format("local_socket: {} bytes; a Unix socket path holds at most 107",
+                         c.local_socket.size()));
+       }
+       return absl::OkStatus();
+     }},
     {"lease_timeout_ms",
      "milliseconds after which a client's lease on a block lapses unless renewed (1..86400000)",
      &Config::lease_timeout_ms,

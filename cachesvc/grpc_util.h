@@ -9,6 +9,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "cachesvc/metrics.h"
+#include "cachesvc/rpc_metrics.h"
 #include "cachesvc/tenants.h"
 #include "grpcpp/grpcpp.h"
 
@@ -37,19 +38,7 @@ inline grpc::ServerUnaryReactor* FinishRpc(grpc::CallbackServerContext* context,
                                            metrics::Registry* metrics, const char* method,
                                            std::chrono::steady_clock::time_point start,
                                            const absl::Status& status) {
-  if (metrics != nullptr) {
-    const std::string code = absl::StatusCodeToString(status.code());
-    metrics
-        ->counter("cachesvc_rpc_requests_total", "RPCs handled, by method and status code",
-                  {{"method", method}, {"code", code}})
-        .Inc();
-    const double seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    metrics
-        ->histogram("cachesvc_rpc_latency_seconds", "RPC handling time, by method",
-                    {{"method", method}}, metrics::LatencyBucketsSeconds())
-        .Observe(seconds);
-  }
+  RecordRpc(metrics, method, start, status.code());
   auto* reactor = context->DefaultReactor();
   reactor->Finish(ToGrpc(status));
   return reactor;

@@ -17,6 +17,7 @@
 #include "cachesvc/block_service.h"
 #include "cachesvc/block_store.h"
 #include "cachesvc/layouts.h"
+#include "cachesvc/local_dataplane.h"
 #include "cachesvc/metrics.h"
 #include "cachesvc/metrics_http.h"
 #include "cachesvc/server_metrics.h"
@@ -175,9 +176,12 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const Config& config, Daem
   if (self->store_ != nullptr) {
     self->blocks_ = std::make_unique<BlockServiceImpl>(
         self->store_.get(), self->tenants_.get(),
-        self->ucx_ != nullptr ? self->ucx_->address() : std::string(), self->metrics_.get(),
-        self->layouts_.get(), self->session_ops_.get());
+        self->ucx_ != nullptr ? self->ucx_->address() : std::string(), config.local_socket,
+        self->metrics_.get(), self->layouts_.get(), self->session_ops_.get());
     builder.RegisterService(self->blocks_.get());
+    if (!config.local_socket.empty()) {
+      if (absl::Status s = self->StartLocalDataPlane(config.local_socket, tiers); !s.ok()) return s;
+    }
   }
   self->sessions_ = std::make_unique<SessionServiceImpl>(
       self->session_ops_.get(), self->tenants_.get(), self->metrics_.get());
@@ -194,6 +198,29 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const Config& config, Daem
   }
   if (self->store_ != nullptr) self->reaper_ = std::thread([s = self.get()] { s->ReapLeases(); });
   return self;
+}
+
+absl::Status Server::StartLocalDataPlane(const std::string& path, TierSet* tiers) {
+  const tiers::HostTier* host = tiers != nullptr ? tiers->host() : nullptr;
+  if (host == nullptr || host->shared_fd() < 0) {
+    return absl::InvalidArgumentError(
+        "local_socket needs a host tier (tiers.host.capacity_bytes > 0): it shares host memory");
+  }
+  LocalEngineResolver resolver = [blocks = blocks_.get(), tenants = tenants_.get()](
+                                     std::string_view id) -> absl::StatusOr<LocalEngine> {
+    auto tenant = blocks->EngineTenant(id);
+    if (!tenant.ok()) return tenant.status();
+    const Tenant* t = tenants->Find(*tenant);
+    if (t == nullptr) return absl::NotFoundError(fmt::format("engine '{}' is not registered", id));
+    return LocalEngine{*tenant, std::string(t->salt())};
+  };
+  auto plane = LocalDataPlane::Start(
+      LocalOptions{.socket_path = path},
+      LocalArena{.fd = host->shared_fd(), .base = host->arena(), .bytes = host->arena_bytes()},
+      store_.get(), std::move(resolver), metrics_.get());
+  if (!plane.ok()) return plane.status();
+  local_ = std::move(*plane);
+  return absl::OkStatus();
 }
 
 void Server::ReapLeases() {
@@ -233,6 +260,8 @@ void Server::Shutdown(std::chrono::milliseconds drain_timeout) {
   shut_down_ = true;
   // A start that failed part way leaves some of these unset; stop what there is.
   if (admin_ != nullptr) admin_->SetDraining();
+  // No new local leases; closing the connections ends theirs (engines keep their copies).
+  local_.reset();
   if (server_ != nullptr) {
     if (auto* health = server_->GetHealthCheckService()) health->Shutdown();  // NOT_SERVING
     server_->Shutdown(std::chrono::system_clock::now() + drain_timeout);

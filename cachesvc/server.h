@@ -48,6 +48,8 @@ class SessionServiceImpl;
 class SessionStore;
 class TenantRegistry;
 class UcxDataPlane;
+class LocalDataPlane;
+class TierSet;
 
 class Server {
  public:
@@ -78,6 +80,8 @@ class Server {
  private:
   Server() = default;
   void ReapLeases();
+  // Shares the host tier's arena with engines on this host through `path` (docs/local.md).
+  absl::Status StartLocalDataPlane(const std::string& path, TierSet* tiers);
 
   bool keep_volatile_on_exit_ = true;
   std::unique_ptr<TenantRegistry> tenants_;
@@ -85,6 +89,7 @@ class Server {
   std::unique_ptr<metrics::HttpExporter> exporter_;
   std::unique_ptr<BlockStore> store_;
   std::unique_ptr<UcxDataPlane> ucx_;
+  std::unique_ptr<LocalDataPlane> local_;  // after blocks_ in Start, stopped before store_
   // Sessions (<data_dir>/sessions); declared before the services that point into them.
   std::unique_ptr<SessionStore> session_store_;
   std::unique_ptr<KnownLayouts> layouts_;

@@ -31,6 +31,10 @@ absl::StatusOr<std::unique_ptr<TierSet>> TierSet::Open(const Config& config,
     o.numa_node = static_cast<int>(config.host_numa_node);
     o.huge_pages = ParseHugePages(config.host_huge_pages);
     o.prefault = config.host_prefault;
+    o.shared = !config.local_socket.empty();  // the local data plane shares the arena
+    // The block store pins a leased slot for twice lease_timeout_ms, which config and SetPolicy
+    // allow up to 24 h; the tier's default cap (10 min) made every load a miss past 5 min.
+    o.slots.max_lease_ttl = std::chrono::hours(48);
     auto host = tiers::HostTier::Create(o);
     if (!host.ok()) return Prefixed("tiers.host", host.status());
     set->host_ = std::move(*host);

@@ -36,6 +36,9 @@ class TierSet {
   // What the NVMe tier found at start; nullptr without an NVMe tier.
   [[nodiscard]] const tiers::NvmeRecovery* nvme_recovery() const;
 
+  // The host tier (null when the config leaves it out).
+  tiers::HostTier* host() const { return host_.get(); }
+
  private:
   TierSet() = default;
 

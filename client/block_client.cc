@@ -3,7 +3,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "fmt/format.h"
-#include "xxhash.h"
+#include "proto/xxh3.h"
 
 namespace cachesvc::client {
 
@@ -50,10 +50,23 @@ absl::StatusOr<EngineInfo> BlockClient::RegisterEngine(const ModelLayout& layout
     if (!t.ok()) return t.status();
     ucx_ = std::move(*t);
   }
+  if (options_.use_local && local_ == nullptr && !resp.local_socket().empty()) {
+    auto local =
+        LocalTransport::Connect(resp.local_socket(), engine_.engine_id, options_.rpc_timeout);
+    if (local.ok()) {
+      local_ = std::move(*local);
+    } else {
+      local_status_ = local.status();  // another host or another user: UCX serves instead
+    }
+  }
   return engine_;
 }
 
 absl::StatusOr<std::size_t> BlockClient::LookupPrefix(std::span<const BlockKey> keys) {
+  if (LocalUsable()) {
+    auto n = local_->Lookup(keys);
+    if (n.ok() || local_->health().ok()) return n;  // else the connection broke: ask over gRPC
+  }
   v1::LookupPrefixRequest req;
   req.set_engine_id(engine_.engine_id);
   for (const BlockKey& k : keys) req.mutable_keys()->add_keys()->set_key(std::string(k.Bytes()));
@@ -131,6 +144,10 @@ absl::StatusOr<std::size_t> BlockClient::Load(std::span<const BlockKey> keys,
     return absl::InvalidArgumentError(
         fmt::format("Load: {} keys but {} buffers", keys.size(), out.size()));
   }
+  if (LocalUsable()) {
+    auto n = LoadLocal(keys, out);
+    if (n.ok() || local_->health().ok()) return n;  // else the connection broke: load over UCX
+  }
   if (ucx_ == nullptr) return absl::FailedPreconditionError("Load: no data plane (RegisterEngine)");
   v1::LeaseBlocksRequest req;
   req.set_engine_id(engine_.engine_id);
@@ -170,6 +187,19 @@ absl::StatusOr<std::size_t> BlockClient::Load(std::span<const BlockKey> keys,
     auto ctx = NewContext();
     (void)stub_->ReleaseLeases(ctx.get(), release, &released);
   }
+  return whole;
+}
+
+absl::StatusOr<std::size_t> BlockClient::LoadLocal(std::span<const BlockKey> keys,
+                                                   std::span<const std::span<std::byte>> out) {
+  auto leases = local_->Lease(keys);
+  if (!leases.ok()) return leases.status();
+  std::size_t whole = 0;
+  while (whole < leases->size() && local_->Read((*leases)[whole], out[whole]).ok()) ++whole;
+  std::vector<std::uint64_t> ids;
+  ids.reserve(leases->size());
+  for (const local::Lease& l : *leases) ids.push_back(l.lease_id);
+  local_->Release(ids);
   return whole;
 }
 

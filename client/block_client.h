@@ -27,6 +27,7 @@
 #include "absl/status/statusor.h"
 #include "cachesvc/v1/cachesvc.grpc.pb.h"
 #include "client/grpc_status.h"
+#include "client/local_transport.h"
 #include "client/ucx_transport.h"
 #include "proto/block_key.h"
 #include "proto/layout.h"
@@ -40,6 +41,9 @@ struct BlockClientOptions {
   std::string tls_server_name;          // overrides the name checked in the certificate
   std::string ucx_transports;           // UCX_TLS for the data plane ("" = UCX's default)
   bool ucx_detect_peer_failure = true;  // off to allow shared memory (docs/ucx.md)
+  // Load and look up through the daemon's same-host data plane when it offers one and lets this
+  // process in (docs/local.md); otherwise, or once it fails, gRPC and UCX as usual.
+  bool use_local = true;
   std::chrono::milliseconds rpc_timeout{10000};
 };
 
@@ -77,6 +81,10 @@ class BlockClient {
   v1::BlockService::Stub& stub() { return *stub_; }
   std::unique_ptr<grpc::ClientContext> NewContext() const;
   UcxTransport* data_plane() { return ucx_.get(); }
+  // The same-host data plane in use (null when none), and why there is none when the daemon
+  // offered one (OK otherwise).
+  LocalTransport* local_plane() { return local_.get(); }
+  const absl::Status& local_status() const { return local_status_; }
   const EngineInfo& engine() const { return engine_; }
 
  private:
@@ -86,7 +94,13 @@ class BlockClient {
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::BlockService::Stub> stub_;
   std::unique_ptr<UcxTransport> ucx_;
+  std::unique_ptr<LocalTransport> local_;  // never reset once set: a broken one reports it
+  absl::Status local_status_;
   EngineInfo engine_;
+
+  bool LocalUsable() const { return local_ != nullptr && local_->health().ok(); }
+  absl::StatusOr<std::size_t> LoadLocal(std::span<const BlockKey> keys,
+                                        std::span<const std::span<std::byte>> out);
 };
 
 }  // namespace cachesvc::client

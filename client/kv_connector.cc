@@ -12,7 +12,7 @@
 #include "fmt/format.h"
 #include "kernels/tq_codec.h"
 #include "proto/codec.h"
-#include "xxhash.h"
+#include "proto/xxh3.h"
 
 namespace cachesvc::client {
 namespace {

@@ -69,15 +69,32 @@ absl::StatusOr<std::unique_ptr<HostTier>> HostTier::Create(const HostTierOptions
       options.capacity_bytes / options.max_slot_bytes * options.max_slot_bytes;
   std::byte* arena = nullptr;
   std::uint64_t mapped = usable;
+  if (options.huge_pages == HugePages::kHugetlb) mapped = RoundUp(usable, kHugePageBytes);
+  // With `shared`, a memfd backs the arena; it is closed on every error below.
+  int fd = -1;
+  auto fail = [&fd](absl::Status st) {
+    if (fd >= 0) ::close(fd);
+    return st;
+  };
+  if (options.shared) {
+    const unsigned flags =
+        MFD_CLOEXEC | (options.huge_pages == HugePages::kHugetlb ? MFD_HUGETLB : 0u);
+    fd = ::memfd_create(("cachesvc-" + options.name).c_str(), flags);
+    if (fd < 0 || ::ftruncate(fd, static_cast<off_t>(mapped)) != 0) {
+      return fail(absl::ResourceExhaustedError(
+          fmt::format("host tier '{}': a shared arena of {} bytes (memfd) failed: {}", options.name,
+                      mapped, std::strerror(errno))));
+    }
+  }
   if (options.huge_pages == HugePages::kHugetlb) {
-    mapped = RoundUp(usable, kHugePageBytes);
-    void* p = ::mmap(nullptr, mapped, PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0);
+    void* p = fd >= 0 ? ::mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+                      : ::mmap(nullptr, mapped, PROT_READ | PROT_WRITE,
+                               MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0);
     if (p == MAP_FAILED) {
-      return absl::ResourceExhaustedError(fmt::format(
+      return fail(absl::ResourceExhaustedError(fmt::format(
           "host tier '{}': mmap of {} bytes with MAP_HUGETLB failed: {} (reserve 2 MiB pages "
           "first: vm.nr_hugepages >= {})",
-          options.name, mapped, std::strerror(errno), mapped / kHugePageBytes));
+          options.name, mapped, std::strerror(errno), mapped / kHugePageBytes)));
     }
     arena = static_cast<std::byte*>(p);
   } else {
@@ -86,8 +103,9 @@ absl::StatusOr<std::unique_ptr<HostTier>> HostTier::Create(const HostTierOptions
     const std::uint64_t over = usable + kHugePageBytes;
     void* p = ::mmap(nullptr, over, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) {
-      return absl::ResourceExhaustedError(fmt::format("host tier '{}': mmap of {} bytes failed: {}",
-                                                      options.name, usable, std::strerror(errno)));
+      return fail(
+          absl::ResourceExhaustedError(fmt::format("host tier '{}': mmap of {} bytes failed: {}",
+                                                   options.name, usable, std::strerror(errno))));
     }
     const auto base = reinterpret_cast<std::uintptr_t>(p);
     const std::uintptr_t aligned = RoundUp(base, kHugePageBytes);
@@ -97,8 +115,16 @@ absl::StatusOr<std::unique_ptr<HostTier>> HostTier::Create(const HostTierOptions
       ::munmap(reinterpret_cast<void*>(aligned + usable), end - (aligned + usable));
     }
     arena = reinterpret_cast<std::byte*>(aligned);
+    if (fd >= 0 && ::mmap(arena, usable, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0) ==
+                       MAP_FAILED) {
+      const int err = errno;
+      ::munmap(arena, usable);
+      return fail(absl::ResourceExhaustedError(
+          fmt::format("host tier '{}': mapping the shared arena of {} bytes failed: {}",
+                      options.name, usable, std::strerror(err))));
+    }
   }
-  std::unique_ptr<HostTier> tier(new HostTier(options, clock, arena, mapped));
+  std::unique_ptr<HostTier> tier(new HostTier(options, clock, arena, mapped, fd));
   if (options.huge_pages == HugePages::kTransparent) {
     if (::madvise(arena, mapped, MADV_HUGEPAGE) == 0) {
       tier->thp_advised_ = true;
@@ -144,10 +170,11 @@ absl::StatusOr<std::unique_ptr<HostTier>> HostTier::Create(const HostTierOptions
 }
 
 HostTier::HostTier(const HostTierOptions& options, Clock* clock, std::byte* arena,
-                   std::uint64_t mapped_bytes)
+                   std::uint64_t mapped_bytes, int shared_fd)
     : options_(options),
       arena_(arena),
       mapped_bytes_(mapped_bytes),
+      shared_fd_(shared_fd),
       table_(options.name, TierKind::kHost,
              SlotAllocatorOptions{options.capacity_bytes, options.min_slot_bytes,
                                   options.max_slot_bytes},
@@ -156,6 +183,7 @@ HostTier::HostTier(const HostTierOptions& options, Clock* clock, std::byte* aren
 HostTier::~HostTier() {
   if (cuda_registered_) CudaHostUnregister(arena_);
   ::munmap(arena_, mapped_bytes_);
+  if (shared_fd_ >= 0) ::close(shared_fd_);
 }
 
 absl::StatusOr<SlotId> HostTier::Allocate(std::uint64_t bytes) { return table_.Allocate(bytes); }

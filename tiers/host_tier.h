@@ -1,4 +1,5 @@
-// tiers/host_tier.h: the host/CXL memory tier: one anonymous mmap arena cut into slots.
+// tiers/host_tier.h: the host/CXL memory tier: one mmap arena (anonymous, or a memfd to share with
+// engines on this host) cut into slots.
 //
 // The arena is reserved once at Create and never grows, so `capacity_bytes` is a hard limit. It
 // can be:
@@ -45,6 +46,9 @@ struct HostTierOptions {
   HugePages huge_pages = HugePages::kTransparent;
   bool prefault = true;
   bool cuda_register = true;  // cudaHostRegister when a GPU is present
+  // Back the arena with a memfd (MAP_SHARED) instead of anonymous memory, so that it can be shared
+  // with engines on this host (cachesvc/local_dataplane.h). shared_fd() is the file.
+  bool shared = false;
   SlotTableOptions slots;
 
   // INVALID_ARGUMENT naming the field (empty name, capacity, slot sizes, ttls).
@@ -83,15 +87,21 @@ class HostTier final : public Tier {
   [[nodiscard]] bool transparent_huge_pages() const { return thp_advised_; }
   [[nodiscard]] bool cuda_registered() const { return cuda_registered_; }
   [[nodiscard]] int numa_node() const { return options_.numa_node; }
+  // The arena: where it is and how long (every slot lies inside it), and with `shared`, the memfd
+  // that backs it (-1 otherwise; owned by the tier).
+  [[nodiscard]] const std::byte* arena() const { return arena_; }
+  [[nodiscard]] std::uint64_t arena_bytes() const { return mapped_bytes_; }
+  [[nodiscard]] int shared_fd() const { return shared_fd_; }
 
  private:
   HostTier(const HostTierOptions& options, Clock* clock, std::byte* arena,
-           std::uint64_t mapped_bytes);
+           std::uint64_t mapped_bytes, int shared_fd);
 
   // Constant after construction.
   const HostTierOptions options_;
   std::byte* const arena_;
   const std::uint64_t mapped_bytes_;
+  const int shared_fd_;
   bool thp_advised_ = false;
   bool cuda_registered_ = false;
 
