@@ -267,11 +267,30 @@ absl::StatusOr<LoadResult> KvConnector::Load(std::span<const std::uint32_t> toke
   const std::vector<BlockKey>& keys = *keys_or;
   UcxTransport* ucx = client.data_plane();
 
-  v1::LeaseBlocksRequest req;
-  req.set_engine_id(conn.engine.engine_id);
-  for (const BlockKey& k : keys) req.add_keys()->set_key(std::string(k.Bytes()));
+  // Leases from the same-host data plane when the daemon offers it (docs/local.md), else over
+  // gRPC. Local leases are put in the same form; their bytes are then copied out of the mapping.
+  LocalTransport* local = client.local_plane();
+  if (local != nullptr && !local->health().ok()) local = nullptr;
+  std::vector<local::Lease> local_leases;
   v1::LeaseBlocksResponse leases;
-  {
+  if (local != nullptr) {
+    auto granted_local = local->Lease(keys);
+    if (!granted_local.ok()) return Note(conn, granted_local.status());
+    local_leases = std::move(*granted_local);
+    for (std::size_t i = 0; i < local_leases.size(); ++i) {
+      const local::Lease& l = local_leases[i];
+      v1::Lease* out = leases.add_leases();
+      out->set_lease_id(l.lease_id);
+      out->mutable_key()->set_key(std::string(keys[i].Bytes()));
+      out->set_length(l.length);
+      out->set_codec(CodecToProto(static_cast<kernels::CodecId>(l.codec)));
+      out->set_checksum(l.checksum);
+      out->set_layout_fingerprint(l.layout_fingerprint);
+    }
+  } else {
+    v1::LeaseBlocksRequest req;
+    req.set_engine_id(conn.engine.engine_id);
+    for (const BlockKey& k : keys) req.add_keys()->set_key(std::string(k.Bytes()));
     auto ctx = client.NewContext();
     if (absl::Status st = FromGrpc(client.stub().LeaseBlocks(ctx.get(), req, &leases)); !st.ok()) {
       return Note(conn, st);
@@ -281,6 +300,12 @@ absl::StatusOr<LoadResult> KvConnector::Load(std::span<const std::uint32_t> toke
   // until they time out).
   auto release = [&] {
     if (leases.leases_size() == 0) return;
+    if (local != nullptr) {
+      std::vector<std::uint64_t> ids;
+      for (const local::Lease& l : local_leases) ids.push_back(l.lease_id);
+      local->Release(ids);
+      return;
+    }
     v1::ReleaseLeasesRequest rel;
     for (const v1::Lease& l : leases.leases()) rel.add_lease_ids(l.lease_id());
     v1::ReleaseLeasesResponse released;
@@ -343,7 +368,14 @@ absl::StatusOr<LoadResult> KvConnector::Load(std::span<const std::uint32_t> toke
     reads[i] = ReadOp{lease.lease_id(), staging.get() + offsets[i], lease.length(), &received[i],
                       &statuses[i]};
   }
-  if (absl::Status st = ucx->ReadMany(reads); !st.ok() && !ucx->health().ok()) {
+  if (local != nullptr) {
+    // Copied out of the mapping; checked below like a UCX read.
+    for (std::size_t i = 0; i < readable; ++i) {
+      statuses[i] = local->Copy(local_leases[i],
+                                std::span(staging.get() + offsets[i], local_leases[i].length));
+      if (statuses[i].ok()) received[i] = local_leases[i].length;
+    }
+  } else if (absl::Status st = ucx->ReadMany(reads); !st.ok() && !ucx->health().ok()) {
     // The data plane is gone (daemon died or stopped answering): an error, not a miss.
     conn.broken.store(true);
     release();

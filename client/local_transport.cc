@@ -211,14 +211,19 @@ absl::StatusOr<std::vector<local::Lease>> LocalTransport::Lease(std::span<const 
   return out;
 }
 
-absl::Status LocalTransport::Read(const local::Lease& lease, std::span<std::byte> out) const {
+absl::Status LocalTransport::Copy(const local::Lease& lease, std::span<std::byte> out) const {
   if (out.size() < lease.length) {
     return absl::OutOfRangeError(
         fmt::format("block of {} bytes, buffer of {}", lease.length, out.size()));
   }
+  std::memcpy(out.data(), arena_ + lease.offset, lease.length);
+  return absl::OkStatus();
+}
+
+absl::Status LocalTransport::Read(const local::Lease& lease, std::span<std::byte> out) const {
+  if (absl::Status st = Copy(lease, out); !st.ok()) return st;
   // One copy, then the hash of the copy (the hash covers exactly what the caller gets). Copying
   // and hashing in cache-sized pieces measured slower here (docs/local.md).
-  std::memcpy(out.data(), arena_ + lease.offset, lease.length);
   if (XXH3_64bits(out.data(), lease.length) != lease.checksum) {
     return absl::DataLossError(
         fmt::format("lease {}: the copied block does not match its checksum", lease.lease_id));

@@ -49,6 +49,8 @@ class LocalTransport {
   // Copies the leased block into `out` (at least lease.length bytes) and checks its checksum on
   // the copy. OUT_OF_RANGE for a short buffer, DATA_LOSS for a mismatch.
   [[nodiscard]] absl::Status Read(const local::Lease& lease, std::span<std::byte> out) const;
+  // Only the copy, for callers that check the checksum themselves.
+  [[nodiscard]] absl::Status Copy(const local::Lease& lease, std::span<std::byte> out) const;
   // Gives leases back; no answer is awaited (a failure to send closes the connection, and the
   // daemon then releases every lease of this connection).
   void Release(std::span<const std::uint64_t> lease_ids);

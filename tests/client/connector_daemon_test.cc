@@ -299,6 +299,88 @@ TEST_F(ConnectorTest, AMismatchedOrCorruptBlockIsAMissNeverALoad) {
   }
 }
 
+// The same loads through the same-host data plane (docs/local.md): the connector copies blocks out
+// of the daemon's mapped host memory instead of reading them over UCX, with the same checks.
+class LocalConnectorTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    daemon_ = std::make_unique<ConnectorDaemon>(
+        ::testing::UnitTest::GetInstance()->current_test_info()->name(), "127.0.0.1:0", true);
+    ASSERT_FALSE(daemon_->address().empty()) << daemon_->process().output();
+  }
+  double Count(const std::string& method) const {
+    return std::max(
+        0.0, daemon_->Metric("cachesvc_rpc_requests_total{code=\"OK\",method=\"" + method + "\"}"));
+  }
+  std::unique_ptr<ConnectorDaemon> daemon_;
+  const ModelLayout layout_ = ConnectorLayout();
+};
+
+TEST_F(LocalConnectorTest, RawAndTq3LoadThroughTheMappingLikeOverUcx) {
+  const std::vector<std::uint32_t> tokens = Tokens(16 * 3, 21);
+  EngineCache src(layout_, PageKind::kTokenMajor, 3);
+  src.Fill(5);
+  const std::vector<std::uint32_t> ids = {2, 0, 1};
+  for (CodecId codec : {CodecId::kRaw, CodecId::kTq3}) {
+    SCOPED_TRACE(static_cast<int>(codec));
+    std::vector<std::uint32_t> prompt = tokens;
+    prompt[0] = static_cast<std::uint32_t>(codec);  // a prompt per codec
+    auto saver = Connect(*daemon_, codec);
+    ASSERT_TRUE(saver->RegisterPagedCache(src.cache()).ok());
+    ASSERT_EQ(SaveAll(*saver, prompt, ids)->blocks_committed, 3u);
+    EngineCache dst(layout_, PageKind::kHeadMajor, 3);
+    dst.Fill(9);
+    auto loader = Connect(*daemon_);
+    ASSERT_TRUE(loader->RegisterPagedCache(dst.cache()).ok());
+    ASSERT_NE(loader->block_client().local_plane(), nullptr)
+        << loader->block_client().local_status();
+    EXPECT_EQ(*loader->LookupPrefix(prompt), 48u);
+    const std::vector<std::uint32_t> dst_ids = {1, 2, 0};
+    auto loaded = loader->Load(prompt, dst_ids);
+    ASSERT_TRUE(loaded.ok()) << loaded.status();
+    EXPECT_EQ(loaded->blocks, 3u) << loaded->miss_reason;
+    for (std::size_t i = 0; i < 3; ++i) {
+      const std::vector<std::byte> want = codec == CodecId::kRaw
+                                              ? src.Canonical(ids[i])
+                                              : CpuRoundTrip(codec, src.Canonical(ids[i]));
+      EXPECT_EQ(dst.Canonical(dst_ids[i]), want) << "block " << i;
+    }
+  }
+  EXPECT_EQ(Count("local.Lease"), 2);
+  EXPECT_EQ(Count("LeaseBlocks"), 0) << "no load went over gRPC";
+}
+
+TEST_F(LocalConnectorTest, ACorruptCopyIsAMissAndItsLeasesEnd) {
+  const std::vector<std::uint32_t> tokens = Tokens(16 * 3, 22);
+  EngineCache src(layout_, PageKind::kTokenMajor, 3);
+  src.Fill(6);
+  const std::vector<std::uint32_t> ids = {0, 1, 2};
+  auto c = Connect(*daemon_);
+  ASSERT_TRUE(c->RegisterPagedCache(src.cache()).ok());
+  ASSERT_EQ(SaveAll(*c, tokens, ids)->blocks_committed, 3u);
+  EngineCache dst(layout_, PageKind::kTokenMajor, 3);
+  dst.Fill(8);
+  const std::vector<std::byte> untouched = dst.Canonical(1), untouched2 = dst.Canonical(2);
+  auto loader = Connect(*daemon_);
+  ASSERT_TRUE(loader->RegisterPagedCache(dst.cache()).ok());
+  loader->TEST_SetAfterReadHook([](std::size_t block, std::span<std::byte> bytes) {
+    if (block == 1) bytes[7] ^= std::byte{1};
+  });
+  auto loaded = loader->Load(tokens, ids);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(loaded->blocks, 1u);
+  EXPECT_NE(loaded->miss_reason.find("checksum"), std::string::npos) << loaded->miss_reason;
+  EXPECT_EQ(dst.Canonical(0), src.Canonical(0));
+  EXPECT_EQ(dst.Canonical(1), untouched) << "a bad block never reaches the pages";
+  EXPECT_EQ(dst.Canonical(2), untouched2);
+  EXPECT_EQ(Count("local.Lease"), 1);
+  for (int i = 0; i < 100 && daemon_->Metric("cachesvc_leases_outstanding{kind=\"read\"}") != 0;
+       ++i) {
+    std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_EQ(daemon_->Metric("cachesvc_leases_outstanding{kind=\"read\"}"), 0);
+}
+
 TEST_F(ConnectorTest, ABlockOfAnotherLayoutUnderTheKeyIsAMiss) {
   // An engine that hashes on its own stores blocks of a smaller layout under this prompt's keys.
   const std::vector<std::uint32_t> tokens = Tokens(32, 6);

@@ -30,8 +30,10 @@ inline std::filesystem::path FreshTestDir(const std::string& name) {
 // metrics on a free port.
 class ConnectorDaemon {
  public:
-  // `listen`: the gRPC address ("127.0.0.1:0" picks a free port).
-  explicit ConnectorDaemon(const std::string& name, const std::string& listen = "127.0.0.1:0")
+  // `listen`: the gRPC address ("127.0.0.1:0" picks a free port). `local`: also serve the
+  // same-host data plane (docs/local.md), which the connector then loads through.
+  explicit ConnectorDaemon(const std::string& name, const std::string& listen = "127.0.0.1:0",
+                           bool local = false)
       : dir_(FreshTestDir(name)) {
     std::ofstream(dir_ / "cachesvc.toml")
         << "lease_timeout_ms = 5000\n"
@@ -42,8 +44,10 @@ class ConnectorDaemon {
         "--tiers-host-capacity-bytes", "67108864", "--tiers-nvme-capacity-bytes", "67108864",
         // 1 MiB slot chunks: RAW and TQ blocks are different slot sizes, and with the default
         // (one 64 MiB chunk = the whole tier) the second size would evict the first.
-        "--tiers-slot-max-bytes", "1048576"});
+        "--tiers-slot-max-bytes", "1048576", "--local-socket",
+        local ? (dir_ / "local.sock").string() : std::string()});
   }
+  double Metric(const std::string& sample) const { return daemon_->Metric(sample); }
   const std::string& address() const { return daemon_->address(); }
   Subprocess& process() { return daemon_->process(); }
 
