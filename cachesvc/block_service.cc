@@ -73,13 +73,14 @@ absl::StatusOr<BlockServiceImpl::Engine> BlockServiceImpl::FindEngine(
   return it->second;
 }
 
-absl::StatusOr<std::string> BlockServiceImpl::EngineTenant(std::string_view engine_id) const {
+absl::StatusOr<BlockServiceImpl::EngineRef> BlockServiceImpl::EngineById(
+    std::string_view engine_id) const {
   tiers::MutexLock lock(&mu_);
   auto it = engines_.find(std::string(engine_id));
   if (it == engines_.end()) {
     return absl::NotFoundError(fmt::format("engine '{}' is not registered", engine_id));
   }
-  return it->second.tenant;
+  return EngineRef{it->second.tenant, it->second.fingerprint, it->second.layout.block_tokens};
 }
 
 grpc::ServerUnaryReactor* BlockServiceImpl::RegisterEngine(grpc::CallbackServerContext* context,

@@ -37,9 +37,14 @@ class BlockServiceImpl final : public v1::BlockService::CallbackService {
                    std::string local_socket, metrics::Registry* metrics,
                    KnownLayouts* layouts = nullptr, SessionOps* sessions = nullptr);
 
-  // The tenant an engine id belongs to (NOT_FOUND for an id RegisterEngine never handed out),
-  // for the local data plane, whose peers name their engine id instead of a token.
-  absl::StatusOr<std::string> EngineTenant(std::string_view engine_id) const;
+  // What an engine id names (NOT_FOUND for an id RegisterEngine never handed out), for the local
+  // data plane, whose peers name their engine id instead of a token.
+  struct EngineRef {
+    std::string tenant;
+    std::uint64_t fingerprint = 0;
+    std::uint32_t block_tokens = 0;
+  };
+  absl::StatusOr<EngineRef> EngineById(std::string_view engine_id) const;
 
   grpc::ServerUnaryReactor* RegisterEngine(grpc::CallbackServerContext* context,
                                            const v1::RegisterEngineRequest* request,

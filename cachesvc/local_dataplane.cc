@@ -52,6 +52,24 @@ absl::StatusOr<std::vector<BlockKey>> ParseKeys(local::Reader& r) {
   return keys;
 }
 
+// The keys of the full blocks of the tokens in `r` (u32 n, n x u32), as LookupPrefix derives them.
+absl::StatusOr<std::vector<BlockKey>> DeriveKeys(const LocalEngine& engine, local::Reader& r) {
+  auto n = r.U32();
+  if (!n) return absl::InvalidArgumentError("truncated request: no token count");
+  if (r.remaining() != static_cast<std::size_t>(*n) * 4) {
+    return absl::InvalidArgumentError(fmt::format("{} tokens need {} bytes, the request has {}", *n,
+                                                  std::size_t{*n} * 4, r.remaining()));
+  }
+  if (engine.block_tokens == 0 || *n / engine.block_tokens > local::kMaxItems) {
+    return absl::InvalidArgumentError(
+        fmt::format("{} tokens make more than {} blocks", *n, local::kMaxItems));
+  }
+  std::vector<std::uint32_t> tokens(*n);
+  for (std::uint32_t& t : tokens) t = *r.U32();
+  return DeriveBlockKeys(KeyChainSeed(engine.salt, engine.fingerprint), tokens,
+                         engine.block_tokens);
+}
+
 }  // namespace
 
 struct LocalDataPlane::Connection {
@@ -288,24 +306,32 @@ std::string LocalDataPlane::Handle(Connection& c, std::string_view body, bool* s
     Record("local.Release", start, 0);
     return "";
   }
-  if (type != local::kLookup && type != local::kLease) {
+  if (type != local::kLookup && type != local::kLease && type != local::kKeys) {
     return ErrorReply(
         absl::InvalidArgumentError(fmt::format("unknown local message type {}", type)));
   }
-  const char* method = type == local::kLookup ? "local.Lookup" : "local.Lease";
+  const char* method = type == local::kLookup  ? "local.Lookup"
+                       : type == local::kLease ? "local.Lease"
+                                               : "local.Keys";
   if (!c.engine.has_value()) {
     Record(method, start, static_cast<std::uint32_t>(absl::StatusCode::kFailedPrecondition));
     return ErrorReply(absl::FailedPreconditionError("send HELLO with an engine id first"));
   }
-  auto keys = ParseKeys(r);
+  auto keys = type == local::kKeys ? DeriveKeys(*c.engine, r) : ParseKeys(r);
   if (!keys.ok()) {
     Record(method, start, static_cast<std::uint32_t>(keys.status().code()));
     return ErrorReply(keys.status());
   }
-  if (type == local::kLookup) {
+  if (type == local::kLookup || type == local::kKeys) {
     const auto places = store_->Lookup(c.engine->tenant, c.engine->salt, *keys);
     Record(method, start, 0);
-    return local::ReplyHeader(0, "").U32(static_cast<std::uint32_t>(places.size())).Finish();
+    local::Writer w = local::ReplyHeader(0, "");
+    w.U32(static_cast<std::uint32_t>(places.size()));
+    if (type == local::kKeys) {
+      w.U32(static_cast<std::uint32_t>(keys->size()));
+      for (const BlockKey& k : *keys) w.Bytes(k.Bytes());
+    }
+    return w.Finish();
   }
   auto leases = store_->Lease(c.engine->tenant, c.engine->salt, *keys, /*one_read=*/false);
   if (!leases.ok()) {

@@ -32,10 +32,13 @@ namespace cachesvc {
 
 class BlockStore;
 
-// What an engine id names: its tenant and that tenant's key salt.
+// What an engine id names: its tenant, that tenant's key salt, and the layout's fingerprint and
+// block size (for keys derived from tokens).
 struct LocalEngine {
   std::string tenant;
   std::string salt;
+  std::uint64_t fingerprint = 0;
+  std::uint32_t block_tokens = 0;
 };
 // NOT_FOUND for an id no RegisterEngine handed out.
 using LocalEngineResolver = std::function<absl::StatusOr<LocalEngine>(std::string_view engine_id)>;

@@ -13,6 +13,10 @@
 //   LEASE   u32 n, n x 16-byte key                    -> u32 m (m <= n, the leased prefix),
 //                                                        m x lease (kLeaseBytes)
 //   RELEASE u32 n, n x u64 lease id                   (no reply)
+//   KEYS    u32 n, n x u32 token                      -> u32 leading blocks stored, u32 m,
+//                                                        m x 16-byte key (the keys of the m
+//                                                        full blocks, derived by the daemon
+//                                                        with the tenant's salt)
 //
 // A lease: u64 lease id, u64 offset in the arena, u64 length, u64 XXH3-64 of the payload,
 // u64 layout fingerprint, u32 codec (kernels::CodecId), u32 reserved (0).
@@ -36,11 +40,13 @@ enum MessageType : std::uint32_t {
   kLease = 3,
   kRelease = 4,
   kReply = 5,
+  kKeys = 6,
 };
 
 // Longest body either side accepts: 65536 leases of kLeaseBytes fit, with room for the header.
 inline constexpr std::uint32_t kMaxBody = 4u << 20;
-// Most keys or lease ids in one request (as on gRPC, wire.h's kMaxKeysPerRequest).
+// Most keys, lease ids or tokens' blocks in one request (as on gRPC, wire.h's
+// kMaxKeysPerRequest).
 inline constexpr std::uint32_t kMaxItems = 65536;
 inline constexpr std::size_t kKeyBytes = 16;
 inline constexpr std::size_t kLeaseBytes = 48;

@@ -208,11 +208,12 @@ absl::Status Server::StartLocalDataPlane(const std::string& path, TierSet* tiers
   }
   LocalEngineResolver resolver = [blocks = blocks_.get(), tenants = tenants_.get()](
                                      std::string_view id) -> absl::StatusOr<LocalEngine> {
-    auto tenant = blocks->EngineTenant(id);
-    if (!tenant.ok()) return tenant.status();
-    const Tenant* t = tenants->Find(*tenant);
+    auto engine = blocks->EngineById(id);
+    if (!engine.ok()) return engine.status();
+    const Tenant* t = tenants->Find(engine->tenant);
     if (t == nullptr) return absl::NotFoundError(fmt::format("engine '{}' is not registered", id));
-    return LocalEngine{*tenant, std::string(t->salt())};
+    return LocalEngine{engine->tenant, std::string(t->salt()), engine->fingerprint,
+                       engine->block_tokens};
   };
   auto plane = LocalDataPlane::Start(
       LocalOptions{.socket_path = path},

@@ -77,6 +77,11 @@ absl::StatusOr<std::size_t> BlockClient::LookupPrefix(std::span<const BlockKey> 
 }
 
 absl::StatusOr<std::size_t> BlockClient::LookupPrefixTokens(std::span<const std::uint32_t> tokens) {
+  if (LocalUsable()) {
+    auto keys = local_->Keys(tokens);
+    if (keys.ok()) return keys->cached_blocks;
+    if (local_->health().ok()) return keys.status();  // else the connection broke: ask over gRPC
+  }
   v1::LookupPrefixRequest req;
   req.set_engine_id(engine_.engine_id);
   req.mutable_tokens()->mutable_tokens()->Add(tokens.begin(), tokens.end());

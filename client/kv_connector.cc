@@ -182,6 +182,20 @@ absl::StatusOr<std::vector<BlockKey>> KvConnector::Keys(Connection& conn,
     if (cached_blocks != nullptr) *cached_blocks = 0;
     return std::vector<BlockKey>();
   }
+  if (LocalTransport* local = conn.client->local_plane();
+      local != nullptr && local->health().ok()) {
+    auto derived = local->Keys(tokens);
+    if (derived.ok() && derived->keys.size() == full) {
+      if (cached_blocks != nullptr) *cached_blocks = derived->cached_blocks;
+      return std::move(derived->keys);
+    }
+    if (derived.ok()) {
+      return absl::InternalError(
+          fmt::format("the daemon derived {} keys for {} full blocks", derived->keys.size(), full));
+    }
+    if (local->health().ok()) return Note(conn, derived.status());
+    // The local connection broke: ask over gRPC.
+  }
   v1::LookupPrefixRequest req;
   req.set_engine_id(conn.engine.engine_id);
   req.mutable_tokens()->mutable_tokens()->Add(tokens.begin(), tokens.end());

@@ -189,6 +189,32 @@ absl::StatusOr<std::size_t> LocalTransport::Lookup(std::span<const BlockKey> key
   return static_cast<std::size_t>(*n);
 }
 
+absl::StatusOr<LocalTransport::TokenKeys> LocalTransport::Keys(
+    std::span<const std::uint32_t> tokens) {
+  local::Writer w;
+  w.U32(local::kKeys).U32(static_cast<std::uint32_t>(tokens.size()));
+  for (std::uint32_t t : tokens) w.U32(t);
+  std::lock_guard lock(mu_);
+  auto reply = RoundTrip(w.Finish(), true);
+  if (!reply.ok()) return reply.status();
+  local::Reader r(*reply);
+  auto cached = r.U32();
+  auto n = r.U32();
+  if (!cached || !n || *cached > *n || *n > tokens.size() ||
+      r.remaining() != *n * local::kKeyBytes) {
+    return BreakLocked(absl::InternalError("malformed KEYS reply"));
+  }
+  TokenKeys out;
+  out.cached_blocks = *cached;
+  out.keys.reserve(*n);
+  for (std::uint32_t i = 0; i < *n; ++i) {
+    auto k = BlockKey::FromBytes(*r.Bytes(local::kKeyBytes));
+    if (!k.ok()) return BreakLocked(k.status());
+    out.keys.push_back(*k);
+  }
+  return out;
+}
+
 absl::StatusOr<std::vector<local::Lease>> LocalTransport::Lease(std::span<const BlockKey> keys) {
   std::lock_guard lock(mu_);
   auto reply = RoundTrip(KeysFrame(local::kLease, keys), true);

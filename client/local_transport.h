@@ -44,6 +44,13 @@ class LocalTransport {
 
   // How many leading blocks of `keys` are stored.
   [[nodiscard]] absl::StatusOr<std::size_t> Lookup(std::span<const BlockKey> keys);
+  // The keys the daemon derives for the full blocks of `tokens` (with the tenant's salt, as
+  // LookupPrefix with tokens does), and how many leading ones are stored.
+  struct TokenKeys {
+    std::size_t cached_blocks = 0;
+    std::vector<BlockKey> keys;
+  };
+  [[nodiscard]] absl::StatusOr<TokenKeys> Keys(std::span<const std::uint32_t> tokens);
   // Leases for the stored prefix of `keys`, in order (fewer than the keys when not all are).
   [[nodiscard]] absl::StatusOr<std::vector<local::Lease>> Lease(std::span<const BlockKey> keys);
   // Copies the leased block into `out` (at least lease.length bytes) and checks its checksum on

@@ -161,6 +161,40 @@ TEST_F(LocalDataPlaneTest, LoadsAndLookupsTakeTheLocalPathWithTheSameBytes) {
   EXPECT_EQ(daemon_->Metric("cachesvc_leases_outstanding{kind=\"read\"}"), 0);
 }
 
+TEST_F(LocalDataPlaneTest, KeysFromTokensAreTheOnesLookupPrefixDerives) {
+  // 3 full blocks of 16 tokens and a tail of 5.
+  std::vector<std::uint32_t> tokens(16 * 3 + 5);
+  for (std::size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<std::uint32_t>(i * 31);
+  v1::LookupPrefixRequest req;
+  req.set_engine_id(a_->engine().engine_id);
+  req.mutable_tokens()->mutable_tokens()->Add(tokens.begin(), tokens.end());
+  v1::LookupPrefixResponse over_grpc;
+  auto ctx = a_->NewContext();
+  ASSERT_TRUE(a_->stub().LookupPrefix(ctx.get(), req, &over_grpc).ok());
+  ASSERT_EQ(over_grpc.keys_size(), 3);
+
+  auto local = a_->local_plane()->Keys(tokens);
+  ASSERT_TRUE(local.ok()) << local.status();
+  ASSERT_EQ(local->keys.size(), 3u);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(local->keys[static_cast<std::size_t>(i)].Bytes(), over_grpc.keys(i).key());
+  }
+  EXPECT_EQ(local->cached_blocks, 0u);
+  // Saved under those keys, the first two are found.
+  const Blocks blocks(2, 256 << 10, 16);
+  ASSERT_EQ(*a_->Save(std::span(local->keys).first(2), blocks.Views()), 2u);
+  EXPECT_EQ(*a_->LookupPrefixTokens(tokens), 2u);
+  EXPECT_EQ(Count("local.Keys"), 2);
+
+  // Another tenant's engine derives other keys from the same tokens.
+  auto b = daemon_->Client(kTokenB);
+  ASSERT_TRUE(b->RegisterEngine(TestLayout()).ok());
+  auto other = b->local_plane()->Keys(tokens);
+  ASSERT_TRUE(other.ok());
+  EXPECT_NE(other->keys[0], local->keys[0]);
+  EXPECT_EQ(other->cached_blocks, 0u);
+}
+
 TEST_F(LocalDataPlaneTest, TenantsDoNotSeeEachOthersBlocks) {
   const Blocks blocks(3, 256 << 10, 12);
   ASSERT_EQ(*a_->Save(blocks.keys, blocks.Views()), 3u);
@@ -227,6 +261,10 @@ TEST_F(LocalDataPlaneTest, BadRequestsGetTheirStatusAndTouchNothing) {
     r = peer.Receive();
     EXPECT_EQ(r.code, code(absl::StatusCode::kInvalidArgument));
     EXPECT_NE(r.message.find("2 keys"), std::string::npos) << r.message;
+    local::Writer odd_tokens;  // 3 tokens announced, 2 sent
+    odd_tokens.U32(local::kKeys).U32(3).U32(1).U32(2);
+    peer.Send(odd_tokens.Finish());
+    EXPECT_EQ(peer.Receive().code, code(absl::StatusCode::kInvalidArgument));
     local::Writer too_many;
     too_many.U32(local::kLookup).U32(local::kMaxItems + 1);
     peer.Send(too_many.Finish());

@@ -348,6 +348,7 @@ TEST_F(LocalConnectorTest, RawAndTq3LoadThroughTheMappingLikeOverUcx) {
   }
   EXPECT_EQ(Count("local.Lease"), 2);
   EXPECT_EQ(Count("LeaseBlocks"), 0) << "no load went over gRPC";
+  EXPECT_EQ(Count("LookupPrefix"), 0) << "keys came from the daemon over the local socket";
 }
 
 TEST_F(LocalConnectorTest, ACorruptCopyIsAMissAndItsLeasesEnd) {
