@@ -89,6 +89,7 @@ class Writer {
 class Reader {
  public:
   explicit Reader(std::string_view body) : in_(body) {}
+  explicit Reader(std::string&&) = delete;  // would read a destroyed temporary
   std::optional<std::uint32_t> U32() {
     auto v = Get(4);
     if (!v) return std::nullopt;

@@ -81,7 +81,8 @@ TEST(LocalProtocolTest, ReadingPastTheEndFailsAndStaysFailed) {
   EXPECT_FALSE(r.U32().has_value());
   EXPECT_FALSE(r.Bytes(1).has_value());  // the 3 bytes are not handed out after a failure
   EXPECT_EQ(r.remaining(), 0u);
-  Reader lease_reader(std::string(kLeaseBytes - 1, '\0'));
+  const std::string short_lease(kLeaseBytes - 1, '\0');
+  Reader lease_reader(short_lease);
   EXPECT_FALSE(GetLease(lease_reader).has_value());
 }
 
