@@ -5,8 +5,12 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #include "fmt/format.h"
 #include "proto/xxh3.h"
@@ -74,6 +78,36 @@ absl::Status WriteAll(int fd, const std::string& frame) {
   }
   return absl::OkStatus();
 }
+
+#if defined(__x86_64__)
+bool HasAvx2() {
+  static const bool has = __builtin_cpu_supports("avx2");
+  return has;
+}
+
+// Copies `n` bytes to a 32-byte aligned `dst` with non-temporal stores, which write memory
+// without first reading the destination into the cache (as glibc's memcpy does at 2 MiB): a
+// quarter less memory traffic. Call _mm_sfence() before anyone else reads `dst`.
+__attribute__((target("avx2"))) void StreamCopy(std::byte* dst, const std::byte* src,
+                                                std::size_t n) {
+  std::size_t i = 0;
+  for (; i + 128 <= n; i += 128) {
+    const auto* s = reinterpret_cast<const __m256i*>(src + i);
+    auto* d = reinterpret_cast<__m256i*>(dst + i);
+    const __m256i a = _mm256_loadu_si256(s), b = _mm256_loadu_si256(s + 1),
+                  c = _mm256_loadu_si256(s + 2), e = _mm256_loadu_si256(s + 3);
+    _mm256_stream_si256(d, a);
+    _mm256_stream_si256(d + 1, b);
+    _mm256_stream_si256(d + 2, c);
+    _mm256_stream_si256(d + 3, e);
+  }
+  std::memcpy(dst + i, src + i, n - i);
+}
+
+bool CanStream(const std::byte* dst) {
+  return HasAvx2() && reinterpret_cast<std::uintptr_t>(dst) % 32 == 0;
+}
+#endif
 
 std::string KeysFrame(local::MessageType type, std::span<const BlockKey> keys) {
   local::Writer w;
@@ -242,17 +276,49 @@ absl::Status LocalTransport::Copy(const local::Lease& lease, std::span<std::byte
     return absl::OutOfRangeError(
         fmt::format("block of {} bytes, buffer of {}", lease.length, out.size()));
   }
-  std::memcpy(out.data(), arena_ + lease.offset, lease.length);
+  const std::byte* src = arena_ + lease.offset;
+#if defined(__x86_64__)
+  if (CanStream(out.data())) {
+    StreamCopy(out.data(), src, lease.length);
+    _mm_sfence();
+    return absl::OkStatus();
+  }
+#endif
+  std::memcpy(out.data(), src, lease.length);
   return absl::OkStatus();
 }
 
 absl::Status LocalTransport::Read(const local::Lease& lease, std::span<std::byte> out) const {
-  if (absl::Status st = Copy(lease, out); !st.ok()) return st;
-  // One copy, then the hash of the copy (the hash covers exactly what the caller gets). Copying
-  // and hashing in cache-sized pieces measured slower here (docs/local.md).
-  if (XXH3_64bits(out.data(), lease.length) != lease.checksum) {
+  if (out.size() < lease.length) {
+    return absl::OutOfRangeError(
+        fmt::format("block of {} bytes, buffer of {}", lease.length, out.size()));
+  }
+  const std::byte* src = arena_ + lease.offset;
+  std::uint64_t sum = 0;
+#if defined(__x86_64__)
+  if (CanStream(out.data())) {
+    // Hash each 32 KiB piece as it is read from the arena, then copy it out of the cache with
+    // non-temporal stores: one read of the source, no read of the destination (docs/local.md,
+    // "What a load is"). The lease keeps the daemon from writing the slot meanwhile.
+    constexpr std::size_t kPiece = 32 << 10;
+    XXH3_state_t state;
+    XXH3_64bits_reset(&state);
+    for (std::size_t done = 0; done < lease.length; done += kPiece) {
+      const std::size_t n = std::min<std::size_t>(kPiece, lease.length - done);
+      XXH3_64bits_update(&state, src + done, n);
+      StreamCopy(out.data() + done, src + done, n);
+    }
+    _mm_sfence();
+    sum = XXH3_64bits_digest(&state);
+  } else
+#endif
+  {
+    std::memcpy(out.data(), src, lease.length);
+    sum = XXH3_64bits(out.data(), lease.length);  // the hash of the copy
+  }
+  if (sum != lease.checksum) {
     return absl::DataLossError(
-        fmt::format("lease {}: the copied block does not match its checksum", lease.lease_id));
+        fmt::format("lease {}: the block does not match its checksum", lease.lease_id));
   }
   return absl::OkStatus();
 }

@@ -331,13 +331,25 @@ TEST_F(LocalDataPlaneTest, AConnectionsLeasesEndWhenItCloses) {
     ASSERT_TRUE(leases.ok()) << leases.status();
     ASSERT_EQ(leases->size(), 5u);
     EXPECT_EQ(daemon_->Metric("cachesvc_leases_outstanding{kind=\"read\"}"), 5);
-    // The copy matches, and a lease's offset lies in the arena.
+    // The copy matches, into a 64-byte aligned buffer (the streaming copy) and into one that is
+    // not (memcpy), and a wrong checksum is DATA_LOSS on both.
     std::vector<std::byte> copy(256 << 10);
-    ASSERT_TRUE((*t)->Read((*leases)[2], copy).ok());
-    EXPECT_EQ(copy, blocks.data[2]);
+    std::vector<std::byte> backing((256 << 10) + 128);
+    auto* base = reinterpret_cast<std::byte*>(
+        (reinterpret_cast<std::uintptr_t>(backing.data()) + 63) / 64 * 64);
     auto wrong = (*leases)[2];
     wrong.checksum ^= 1;
-    EXPECT_EQ((*t)->Read(wrong, copy).code(), absl::StatusCode::kDataLoss);
+    for (std::size_t shift : {0, 1, 16}) {
+      SCOPED_TRACE(shift);
+      const std::span<std::byte> out(base + shift, 256 << 10);
+      std::fill(out.begin(), out.end(), std::byte{0});
+      ASSERT_TRUE((*t)->Read((*leases)[2], out).ok());
+      EXPECT_TRUE(std::equal(out.begin(), out.end(), blocks.data[2].begin()));
+      EXPECT_EQ((*t)->Read(wrong, out).code(), absl::StatusCode::kDataLoss);
+      std::fill(out.begin(), out.end(), std::byte{0});
+      ASSERT_TRUE((*t)->Copy((*leases)[3], out).ok());
+      EXPECT_TRUE(std::equal(out.begin(), out.end(), blocks.data[3].begin()));
+    }
     EXPECT_EQ((*t)->Read((*leases)[2], std::span<std::byte>(copy).first(100)).code(),
               absl::StatusCode::kOutOfRange);
   }  // closed without RELEASE, as a killed engine would
