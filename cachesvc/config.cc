@@ -154,7 +154,7 @@ absl::Status CheckOneOf(const std::string& value, std::initializer_list<std::str
   return absl::InvalidArgumentError(fmt::format("'{}' is not one of {}", value, list));
 }
 
-const std::array<KeySpec, 26> kKeys = {{
+const std::array<KeySpec, 27> kKeys = {{
     {"listen",
      "gRPC listen address: host:port, [ipv6]:port or unix:/path; port 0 picks a free port",
      &Config::listen, CheckListen},
@@ -199,6 +199,12 @@ const std::array<KeySpec, 26> kKeys = {{
        }
        return absl::OkStatus();
      }},
+    {"local_busy_poll_us",
+     "microseconds the same-host data plane's thread keeps polling after a request before it "
+     "sleeps (0..100000): faster answers for an engine loading back to back, for a core while it "
+     "does (docs/local.md); 0: off",
+     &Config::local_busy_poll_us,
+     [](const Config& c) { return CheckRange(c.local_busy_poll_us, 0, 100'000); }},
     {"lease_timeout_ms",
      "milliseconds after which a client's lease on a block lapses unless renewed (1..86400000)",
      &Config::lease_timeout_ms,

@@ -36,6 +36,7 @@ struct Config {
   std::string ucx_transports;                     // UCX_TLS for the data plane; "" = UCX's default
   bool ucx_detect_peer_failure = true;            // off allows shared memory and cma (docs/ucx.md)
   std::string local_socket;  // Unix socket of the same-host data plane (docs/local.md); "" = off
+  std::int64_t local_busy_poll_us = 0;  // keep polling this long after a local request; 0 = off
   std::int64_t lease_timeout_ms = 30000;          // a lease not renewed this long is released
   std::string policy = "cachesvc";                // block placement: cachesvc, lru-tiered, ttl-pin
   std::int64_t prefetch_lead_ms = 1000;  // cachesvc: stage a waiting session's blocks this early

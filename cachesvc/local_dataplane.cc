@@ -166,6 +166,9 @@ void LocalDataPlane::Loop() {
   std::vector<pollfd> fds;
   std::vector<std::list<Connection>::iterator> order;
   std::vector<char> buf(64 << 10);
+  // With busy polling, requests keep the thread polling (without sleeping) until `busy_poll`
+  // passes without one.
+  auto poll_until = std::chrono::steady_clock::time_point::min();
   while (!stop_.load()) {
     fds.clear();
     order.clear();
@@ -175,10 +178,17 @@ void LocalDataPlane::Loop() {
       fds.push_back({it->fd, POLLIN, 0});
       order.push_back(it);
     }
-    if (::poll(fds.data(), fds.size(), -1) < 0) {
+    int ready = 0;
+    while (std::chrono::steady_clock::now() < poll_until &&
+           (ready = ::poll(fds.data(), fds.size(), 0)) == 0) {
+    }
+    if (ready == 0 && ::poll(fds.data(), fds.size(), -1) < 0) {
       if (errno == EINTR) continue;
       spdlog::error("local data plane: poll: {}", Errno());
       break;
+    }
+    if (options_.busy_poll.count() > 0) {
+      poll_until = std::chrono::steady_clock::now() + options_.busy_poll;
     }
     if (fds[0].revents != 0) break;  // stop
     if ((fds[1].revents & POLLIN) != 0) {

@@ -16,6 +16,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -46,6 +47,10 @@ using LocalEngineResolver = std::function<absl::StatusOr<LocalEngine>(std::strin
 struct LocalOptions {
   std::string socket_path;  // created at Start (a stale socket file is replaced), removed at stop
   std::size_t max_connections = 1024;
+  // After each request the serving thread keeps polling, without sleeping, until this long passes
+  // without another: an engine loading back to back then never waits for the thread to wake
+  // (35 -> 9 us per LEASE here), at the cost of a core while it loads. 0: sleep at once.
+  std::chrono::microseconds busy_poll{0};
 };
 
 // The arena a LocalDataPlane shares: the host tier's memory, and the file that backs it.

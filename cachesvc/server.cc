@@ -180,7 +180,13 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const Config& config, Daem
         self->metrics_.get(), self->layouts_.get(), self->session_ops_.get());
     builder.RegisterService(self->blocks_.get());
     if (!config.local_socket.empty()) {
-      if (absl::Status s = self->StartLocalDataPlane(config.local_socket, tiers); !s.ok()) return s;
+      if (absl::Status s = self->StartLocalDataPlane(
+              LocalOptions{.socket_path = config.local_socket,
+                           .busy_poll = std::chrono::microseconds(config.local_busy_poll_us)},
+              tiers);
+          !s.ok()) {
+        return s;
+      }
     }
   }
   self->sessions_ = std::make_unique<SessionServiceImpl>(
@@ -200,7 +206,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const Config& config, Daem
   return self;
 }
 
-absl::Status Server::StartLocalDataPlane(const std::string& path, TierSet* tiers) {
+absl::Status Server::StartLocalDataPlane(const LocalOptions& options, TierSet* tiers) {
   const tiers::HostTier* host = tiers != nullptr ? tiers->host() : nullptr;
   if (host == nullptr || host->shared_fd() < 0) {
     return absl::InvalidArgumentError(
@@ -216,7 +222,7 @@ absl::Status Server::StartLocalDataPlane(const std::string& path, TierSet* tiers
                        engine->block_tokens};
   };
   auto plane = LocalDataPlane::Start(
-      LocalOptions{.socket_path = path},
+      options,
       LocalArena{.fd = host->shared_fd(), .base = host->arena(), .bytes = host->arena_bytes()},
       store_.get(), std::move(resolver), metrics_.get());
   if (!plane.ok()) return plane.status();

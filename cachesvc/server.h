@@ -49,6 +49,7 @@ class SessionStore;
 class TenantRegistry;
 class UcxDataPlane;
 class LocalDataPlane;
+struct LocalOptions;
 class TierSet;
 
 class Server {
@@ -80,8 +81,8 @@ class Server {
  private:
   Server() = default;
   void ReapLeases();
-  // Shares the host tier's arena with engines on this host through `path` (docs/local.md).
-  absl::Status StartLocalDataPlane(const std::string& path, TierSet* tiers);
+  // Shares the host tier's arena with engines on this host (docs/local.md).
+  absl::Status StartLocalDataPlane(const LocalOptions& options, TierSet* tiers);
 
   bool keep_volatile_on_exit_ = true;
   std::unique_ptr<TenantRegistry> tenants_;

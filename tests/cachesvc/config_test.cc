@@ -227,6 +227,10 @@ TEST_F(ConfigTest, ServingKeysAreChecked) {
   ExpectError(LoadConfig(in), "out of range");
   in.flags = {{"keep_volatile_on_exit", "yes"}};
   ExpectError(LoadConfig(in), "expected true or false");
+  in.flags = {{"local_socket", std::string(108, 'x')}};
+  ExpectError(LoadConfig(in), "a Unix socket path holds at most 107");
+  in.flags = {{"local_busy_poll_us", "100001"}};
+  ExpectError(LoadConfig(in), "config key 'local_busy_poll_us' (flag --local-busy-poll-us)");
   in.flags = {};
   in.file = WriteFile("lease_timeout_ms = \"30s\"\n");
   ExpectError(LoadConfig(in), "expected an integer, got a string");

@@ -195,6 +195,22 @@ TEST_F(LocalDataPlaneTest, KeysFromTokensAreTheOnesLookupPrefixDerives) {
   EXPECT_EQ(other->cached_blocks, 0u);
 }
 
+TEST_F(LocalDataPlaneTest, ABusyPollingDaemonAnswersTheSame) {
+  daemon_.reset();
+  a_.reset();
+  Start({"--local-busy-poll-us", "2000"});
+  const Blocks blocks(4, 256 << 10, 17);
+  ASSERT_EQ(*a_->Save(blocks.keys, blocks.Views()), 4u);
+  for (int round = 0; round < 3; ++round) {
+    Buffers out(4, 256 << 10);
+    ASSERT_EQ(*a_->Load(blocks.keys, out.Views()), 4u);
+    EXPECT_EQ(out.data[3], blocks.data[3]);
+    EXPECT_EQ(*a_->LookupPrefix(blocks.keys), 4u);
+    std::this_thread::sleep_for(5ms);  // past the polling window: the thread sleeps, then wakes
+  }
+  EXPECT_EQ(Count("local.Lease"), 3);
+}
+
 TEST_F(LocalDataPlaneTest, TenantsDoNotSeeEachOthersBlocks) {
   const Blocks blocks(3, 256 << 10, 12);
   ASSERT_EQ(*a_->Save(blocks.keys, blocks.Views()), 3u);
