@@ -117,6 +117,18 @@ class LocalDataPlaneTest : public ::testing::Test {
   }
   void SetUp() override { Start(); }
 
+  // A client of tenant a that loads over UCX even though the daemon offers the local path.
+  std::unique_ptr<BlockClient> UcxOnlyClient() const {
+    BlockClientOptions options;
+    options.address = daemon_->address();
+    options.token = kTokenA;
+    options.use_local = false;
+    auto c = BlockClient::Connect(options);
+    EXPECT_TRUE(c.ok()) << c.status();
+    EXPECT_TRUE((*c)->RegisterEngine(TestLayout()).ok());
+    return std::move(*c);
+  }
+
   // Requests of `method` answered `code` (0 when the series does not exist yet).
   double Count(const std::string& method, const std::string& code = "OK") const {
     return std::max(0.0, daemon_->Metric("cachesvc_rpc_requests_total{code=\"" + code +
@@ -233,16 +245,10 @@ TEST_F(LocalDataPlaneTest, AnUnknownEngineIsRefusedAndTheClientUsesUcxInstead) {
   // A client told not to use it loads the same bytes over UCX.
   const Blocks blocks(2, 256 << 10, 13);
   ASSERT_EQ(*a_->Save(blocks.keys, blocks.Views()), 2u);
-  BlockClientOptions options;
-  options.address = daemon_->address();
-  options.token = kTokenA;
-  options.use_local = false;
-  auto ucx_only = BlockClient::Connect(options);
-  ASSERT_TRUE(ucx_only.ok());
-  ASSERT_TRUE((*ucx_only)->RegisterEngine(TestLayout()).ok());
-  EXPECT_EQ((*ucx_only)->local_plane(), nullptr);
+  auto ucx_only = UcxOnlyClient();
+  EXPECT_EQ(ucx_only->local_plane(), nullptr);
   Buffers out(2, 256 << 10);
-  EXPECT_EQ(*(*ucx_only)->Load(blocks.keys, out.Views()), 2u);
+  EXPECT_EQ(*ucx_only->Load(blocks.keys, out.Views()), 2u);
   EXPECT_EQ(out.data[1], blocks.data[1]);
   EXPECT_EQ(Count("LeaseBlocks"), 1);
 }
@@ -331,15 +337,8 @@ TEST_F(LocalDataPlaneTest, AConnectionsLeasesEndWhenItCloses) {
   Start({"--lease-timeout-ms", "600000"});
   const Blocks blocks(5, 256 << 10, 15);
   ASSERT_EQ(*a_->Save(blocks.keys, blocks.Views()), 5u);
-  BlockClientOptions ucx_options;
-  ucx_options.address = daemon_->address();
-  ucx_options.token = kTokenA;
-  ucx_options.use_local = false;
-  auto ucx_only = BlockClient::Connect(ucx_options);
-  ASSERT_TRUE(ucx_only.ok());
-  ASSERT_TRUE((*ucx_only)->RegisterEngine(TestLayout()).ok());
   Buffers over_ucx(5, 256 << 10);
-  EXPECT_EQ(*(*ucx_only)->Load(blocks.keys, over_ucx.Views()), 5u);
+  EXPECT_EQ(*UcxOnlyClient()->Load(blocks.keys, over_ucx.Views()), 5u);
   {
     auto t = LocalTransport::Connect(socket_, a_->engine().engine_id);
     ASSERT_TRUE(t.ok()) << t.status();
