@@ -2,11 +2,17 @@
 
 #include <string>
 
+#include "cachesvc/logging.h"
+
 namespace cachesvc {
 
 void RegisterMetrics(metrics::Registry& registry, const TierSet* tiers, const BlockStore* store,
                      const TenantRegistry* tenants, const SessionStore* sessions) {
   registry.AddCollector([tiers, store, tenants, sessions](metrics::Collector& c) {
+    c.AddCounter("cachesvc_log_lines_dropped_total",
+                 "Log lines dropped because stderr could not take them (its reader stopped "
+                 "draining it)",
+                 {}, static_cast<double>(LogLinesDropped()));
     if (sessions != nullptr) {
       const auto counts = sessions->CountByState();
       const std::pair<SessionState, const char*> states[] = {

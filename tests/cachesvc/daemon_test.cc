@@ -15,11 +15,13 @@
 #include "grpcpp/grpcpp.h"
 #include "nlohmann/json.hpp"
 #include "support/reflection_subset.grpc.pb.h"
+#include "tests/support/daemon.h"
 #include "tests/support/subprocess.h"
 
 namespace cachesvc {
 namespace {
 
+using ::cachesvc::testing::RunningDaemon;
 using ::cachesvc::testing::RunToCompletion;
 using ::cachesvc::testing::Subprocess;
 using ::grpc::health::v1::HealthCheckResponse;
@@ -125,6 +127,28 @@ TEST(DaemonTest, ServesHealthReflectionAndStatusThenExitsZeroOnSigterm) {
   EXPECT_NE(daemon.process().output().find("received SIGTERM: draining"), std::string::npos);
   // Once stopped, nothing answers, and the data folder is free for the next daemon.
   EXPECT_FALSE(client.CheckHealth(500ms).ok());
+}
+
+// A log reader that stops draining stderr (a full pipe) must not stall requests: lines that
+// cannot be written are dropped and counted. Here gRPC's API tracing logs every call, and this
+// test never reads the daemon's output after its "listening on" line.
+TEST(DaemonTest, AStderrNobodyReadsNeverStallsRequests) {
+  const auto dir = FreshDir("stderr_full");
+  RunningDaemon daemon(
+      {CACHESVC_BIN, "--listen", "127.0.0.1:0", "--data-dir", (dir / "data").string(),
+       "--metrics-listen", "127.0.0.1:0", "--log-level", "trace", "--tiers-host-capacity-bytes",
+       "0", "--tiers-nvme-capacity-bytes", "0"},
+      {{"GRPC_VERBOSITY", "DEBUG"}, {"GRPC_TRACE", "api"}});
+  ASSERT_FALSE(daemon.address().empty()) << daemon.process().output();
+  client::AdminClient client(daemon.address());
+  for (int i = 0; i < 400; ++i) {
+    auto health = client.CheckHealth(5s);
+    ASSERT_TRUE(health.ok()) << "call " << i << ": " << health.status();
+  }
+  EXPECT_GT(daemon.Metric("cachesvc_log_lines_dropped_total"), 0)
+      << "the pipe never filled: the test proves nothing";
+  daemon.process().Signal(SIGTERM);
+  EXPECT_EQ(daemon.process().Wait(20s), 0);
 }
 
 TEST(DaemonTest, SigintAlsoDrainsAndExitsZero) {

@@ -7,8 +7,8 @@
 
 namespace cachesvc::testing {
 
-RunningDaemon::RunningDaemon(std::vector<std::string> argv)
-    : process_(std::make_unique<Subprocess>(std::move(argv))) {
+RunningDaemon::RunningDaemon(std::vector<std::string> argv, std::map<std::string, std::string> env)
+    : process_(std::make_unique<Subprocess>(std::move(argv), std::move(env))) {
   if (auto line = process_->WaitForLine("listening on ", std::chrono::seconds(20))) {
     const auto at = line->find("listening on ") + 13;
     address_ = line->substr(at, line->find(' ', at) - at);

@@ -3,6 +3,7 @@
 // /metrics. Tests build the argv (config file, tiers, tenants) themselves.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -15,7 +16,9 @@ class RunningDaemon {
  public:
   // Starts `argv` and waits (20 s at most) for its "listening on" line; address() is empty if it
   // never came (the output says why).
-  explicit RunningDaemon(std::vector<std::string> argv);
+  // `env` is added to the child's environment.
+  explicit RunningDaemon(std::vector<std::string> argv,
+                         std::map<std::string, std::string> env = {});
 
   const std::string& address() const { return address_; }
   const std::string& metrics_address() const { return metrics_; }
