@@ -9,9 +9,9 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "fmt/format.h"
+#include "proto/xxh3.h"
 #include "spdlog/spdlog.h"
 #include "tiers/nvme_tier.h"
-#include "proto/xxh3.h"
 
 namespace cachesvc {
 namespace {
@@ -787,9 +787,9 @@ absl::Status CheckPlacementPolicy(const PlacementPolicy& p) {
         fmt::format("{}: {} ms, not in {}..{}", name, v.count(), lo.count(), hi.count()));
   };
   for (absl::Status st :
-       {check("prefetch_lead_ms", p.prefetch_lead, milliseconds(0), milliseconds(600'000)),
-        check("pin_ttl_ms", p.pin_ttl, milliseconds(1), milliseconds(86'400'000)),
-        check("lease_timeout_ms", p.lease_timeout, milliseconds(1), milliseconds(86'400'000))}) {
+       {check("prefetch_lead_ms", p.prefetch_lead, milliseconds(0), kMaxPrefetchLead),
+        check("pin_ttl_ms", p.pin_ttl, milliseconds(1), kMaxPinTtl),
+        check("lease_timeout_ms", p.lease_timeout, milliseconds(1), kMaxLeaseTimeout)}) {
     if (!st.ok()) return st;
   }
   return absl::OkStatus();

@@ -208,7 +208,7 @@ const std::array<KeySpec, 27> kKeys = {{
     {"lease_timeout_ms",
      "milliseconds after which a client's lease on a block lapses unless renewed (1..86400000)",
      &Config::lease_timeout_ms,
-     [](const Config& c) { return CheckRange(c.lease_timeout_ms, 1, 86'400'000); }},
+     [](const Config& c) { return CheckRange(c.lease_timeout_ms, 1, kMaxLeaseTimeout.count()); }},
     {"policy",
      "block placement policy: cachesvc (agent-aware), lru-tiered or ttl-pin; AdminService "
      "SetPolicy changes it at run time",
@@ -217,7 +217,7 @@ const std::array<KeySpec, 27> kKeys = {{
      "cachesvc policy: stage a session's blocks from NVMe this many milliseconds before its tool "
      "call is expected back (0..600000)",
      &Config::prefetch_lead_ms,
-     [](const Config& c) { return CheckRange(c.prefetch_lead_ms, 0, 600'000); }},
+     [](const Config& c) { return CheckRange(c.prefetch_lead_ms, 0, kMaxPrefetchLead.count()); }},
     {"tls_cert_path",
      "PEM certificate chain for the gRPC port; with tls_key_path the port serves TLS only; empty: "
      "plaintext",

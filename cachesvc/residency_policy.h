@@ -8,6 +8,8 @@
 // locking of their own.
 #pragma once
 
+#include <chrono>
+
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -110,5 +112,11 @@ std::unique_ptr<ResidencyPolicy> MakeBeladyPolicy(const std::vector<std::vector<
 // The policies the daemon runs (its `policy` key, AdminService SetPolicy): cachesvc, lru-tiered,
 // ttl-pin. INVALID_ARGUMENT naming them otherwise.
 absl::Status CheckPolicyName(std::string_view name);
+
+// The largest placement knobs the daemon accepts, from its config and from AdminService
+// SetPolicy alike (the smallest are 0 ms for the lead, 1 ms for the others).
+inline constexpr std::chrono::milliseconds kMaxPrefetchLead{600'000};
+inline constexpr std::chrono::milliseconds kMaxPinTtl{86'400'000};
+inline constexpr std::chrono::milliseconds kMaxLeaseTimeout{86'400'000};
 
 }  // namespace cachesvc

@@ -2,6 +2,7 @@
 
 #include <system_error>
 
+#include "cachesvc/residency_policy.h"
 #include "fmt/format.h"
 
 namespace cachesvc {
@@ -32,9 +33,9 @@ absl::StatusOr<std::unique_ptr<TierSet>> TierSet::Open(const Config& config,
     o.huge_pages = ParseHugePages(config.host_huge_pages);
     o.prefault = config.host_prefault;
     o.shared = !config.local_socket.empty();  // the local data plane shares the arena
-    // The block store pins a leased slot for twice lease_timeout_ms, which config and SetPolicy
-    // allow up to 24 h; the tier's default cap (10 min) made every load a miss past 5 min.
-    o.slots.max_lease_ttl = std::chrono::hours(48);
+    // The block store pins a leased slot for twice lease_timeout_ms; the tier's default cap
+    // (10 min) made every load a miss past 5 min.
+    o.slots.max_lease_ttl = 2 * kMaxLeaseTimeout;
     auto host = tiers::HostTier::Create(o);
     if (!host.ok()) return Prefixed("tiers.host", host.status());
     set->host_ = std::move(*host);
