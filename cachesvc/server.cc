@@ -150,6 +150,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const Config& config, Daem
   self->layouts_ = std::make_unique<KnownLayouts>();
   self->session_ops_ = std::make_unique<SessionOps>(self->session_store_.get(), self->store_.get(),
                                                     self->layouts_.get());
+  if (const std::size_t n = self->session_ops_->RestoreBlockState(*self->tenants_); n > 0) {
+    spdlog::info("told the block store about {} open sessions", n);
+  }
   self->admin_ = std::make_unique<AdminServiceImpl>(
       std::move(info), tiers,
       AdminBackends{self->tenants_.get(), self->session_ops_.get(), self->store_.get(),

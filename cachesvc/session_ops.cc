@@ -302,6 +302,30 @@ absl::Status SessionOps::Tag(const Tenant& tenant, const std::string& session_id
   return absl::OkStatus();
 }
 
+std::size_t SessionOps::RestoreBlockState(const TenantRegistry& tenants) {
+  if (blocks_ == nullptr) return 0;
+  tiers::MutexLock lock(&mu_);
+  const std::int64_t now_us = NowUs();
+  std::size_t told = 0;
+  for (const Session& s : store_->List()) {
+    if (s.state == SessionState::kClosed) continue;
+    const Tenant* tenant = tenants.Find(s.tenant);
+    if (tenant == nullptr) continue;
+    blocks_->SetSessionChain(tenant->name(), tenant->salt(), s.id, s.keys);
+    // Still waiting: the time left of the tool call's expected duration, or of the pin.
+    std::int64_t until_us = s.pinned_until_us;
+    if (s.state == SessionState::kWaitingTool && s.tool.has_value()) {
+      until_us = std::max(until_us, s.tool->started_us + s.tool->expected_us);
+    }
+    if (until_us > now_us) {
+      blocks_->SessionToolCallStarted(tenant->name(), s.id,
+                                      std::chrono::milliseconds((until_us - now_us) / 1000));
+    }
+    ++told;
+  }
+  return told;
+}
+
 void SessionOps::SyncBlocks(const Tenant& tenant, const std::string& session_id) {
   if (blocks_ == nullptr) return;
   auto session = store_->Get(tenant.name(), session_id);

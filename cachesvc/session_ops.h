@@ -50,6 +50,12 @@ namespace cachesvc {
 
 class SessionOps {
  public:
+  // Tells the block store what the session store holds after a restart: every open session's
+  // chain, and how long a session waiting on a tool call (or pinned) still expects to wait, so
+  // placement and prefetch treat them as before the restart. Sessions of tenants no longer
+  // configured are skipped. Returns how many sessions were told.
+  std::size_t RestoreBlockState(const TenantRegistry& tenants);
+
   // Longest session id, client_session_id and tool name accepted (bytes).
   static constexpr std::size_t kMaxIdBytes = SessionStore::kMaxClientIdBytes;
   static constexpr std::size_t kMaxToolNameBytes = 256;

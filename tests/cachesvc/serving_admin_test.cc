@@ -10,8 +10,8 @@
 
 #include "cachesvc/v1/cachesvc.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
-#include "tests/cachesvc/serving_fixture.h"
 #include "proto/xxh3.h"
+#include "tests/cachesvc/serving_fixture.h"
 
 namespace cachesvc {
 namespace {
@@ -279,6 +279,52 @@ TEST_F(ServingAdminTest, TaggedBlocksBelongToTheirSessions) {
   EXPECT_EQ(tag(s2, blocks.keys).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
   ASSERT_TRUE(rpc_a_->GetBlock(blocks.keys[0], &d).ok());
   EXPECT_EQ(d.sessions(), 1u) << "a closed session references nothing";
+}
+
+// After a restart the block store knows again which blocks open sessions hold, and that a session
+// still waits on its tool call (before, it learnt that only at the session's next change).
+TEST(ServingRestartTest, OpenSessionsHoldTheirBlocksAgainAfterARestart) {
+  const auto dir = FreshDir("restart_sessions");
+  std::vector<std::uint32_t> tokens(3 * 16);
+  for (std::size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<std::uint32_t>(7 + i);
+  std::vector<BlockKey> keys;
+  std::string session;
+  {
+    Daemon daemon(dir);
+    ASSERT_FALSE(daemon.address().empty()) << daemon.process().output();
+    {  // clients gone before the daemon stops
+      auto client = daemon.Client(kTokenA);
+      ASSERT_TRUE(client->RegisterEngine(TestLayout()).ok());
+      v1::LookupPrefixRequest req;
+      req.set_engine_id(client->engine().engine_id);
+      req.mutable_tokens()->mutable_tokens()->Add(tokens.begin(), tokens.end());
+      v1::LookupPrefixResponse resp;
+      ASSERT_TRUE(client->stub().LookupPrefix(client->NewContext().get(), req, &resp).ok());
+      for (const auto& k : resp.keys()) keys.push_back(*BlockKey::FromBytes(k.key()));
+      ASSERT_EQ(keys.size(), 3u);
+      Blocks data(3, 256 << 10, 41);
+      ASSERT_EQ(*client->Save(keys, data.Views()), 3u);
+      Rpc rpc(daemon.address(), kTokenA);
+      session = rpc.OpenSession(client->engine().layout_fingerprint, tokens);
+      ASSERT_TRUE(rpc.BeginToolCall(session, 600000).ok());
+      v1::GetBlockResponse d;
+      ASSERT_TRUE(rpc.GetBlock(keys[0], &d).ok());
+      ASSERT_EQ(d.sessions(), 1u);
+    }
+    daemon.process().Signal(SIGTERM);  // host blocks go to NVMe on the way out
+    ASSERT_EQ(daemon.process().Wait(30s), 0) << daemon.process().output();
+  }
+  Daemon daemon(dir);
+  ASSERT_FALSE(daemon.address().empty()) << daemon.process().output();
+  EXPECT_NE(daemon.process().output().find("told the block store about 1 open sessions"),
+            std::string::npos)
+      << daemon.process().output();
+  Rpc rpc(daemon.address(), kTokenA);
+  for (const BlockKey& k : keys) {
+    v1::GetBlockResponse d;
+    ASSERT_TRUE(rpc.GetBlock(k, &d).ok());
+    EXPECT_EQ(d.sessions(), 1u) << "the session's chain names the block again";
+  }
 }
 
 // Registering a layout again (an engine restarting, a tool registering for one call) gives the
