@@ -11,11 +11,13 @@ Starts $CACHESVC_BIN (the harness of test_sessions.py) and checks, on torch CPU 
     names the problem; a bad token: Unauthenticated;
   - a daemon that is unreachable, dies or freezes mid-load: an exception within the timeouts,
     pages untouched, and the GIL released while a call blocks;
+  - loads through the same-host data plane (a daemon with a local socket), bit for bit;
   - CUDA pages when torch has CUDA (skipped otherwise).
 Needs PYTHONPATH with <build>/client/python and client/python (ctest: test connector_python).
 """
 
 import os
+import re
 import signal
 import socket
 import sys
@@ -23,6 +25,7 @@ import tempfile
 import threading
 import time
 import unittest
+import urllib.request
 
 try:
     import torch
@@ -45,14 +48,15 @@ def setUpModule():
     unittest.addModuleCleanup(_stop, DAEMON)
 
 
-def start_daemon():
+def start_daemon(extra_args=()):
     binary = os.environ.get("CACHESVC_BIN")
     if not binary or not os.access(binary, os.X_OK):
         raise RuntimeError(f"CACHESVC_BIN must name the cachesvc binary, got {binary!r}")
     workdir = tempfile.TemporaryDirectory(prefix="test_connector_")
     _WORKDIRS.append(workdir)
     unittest.addModuleCleanup(workdir.cleanup)
-    return Daemon(binary, workdir.name)
+    args = [a.replace("{workdir}", workdir.name) for a in extra_args]
+    return Daemon(binary, workdir.name, args)
 
 
 def _stop(daemon):
@@ -302,6 +306,44 @@ class RoundTrips(ConnectorTestCase):
         self.assertEqual(loader.load(tokens, [1, 0]).blocks, 2)
         for (sk, sv), (dk, dv) in zip(src, dst):
             self.assertTrue(torch.equal(sk[0], dk[1]) and torch.equal(sv[1], dv[0]))
+
+
+class SameHostPath(ConnectorTestCase):
+    """A daemon with a local socket (docs/local.md): the connector loads by copying out of the
+    mapped host tier, with the same bits and no LeaseBlocks or LookupPrefix call."""
+
+    def test_loads_through_the_local_socket_bit_for_bit(self):
+        daemon = start_daemon(["--local-socket", "{workdir}/local.sock"])
+        self.addCleanup(_stop, daemon)
+        lay = layout(model_id="py-local")
+        tokens = fresh_tokens(3 * 16)
+        src, _, src_view = make_cache("NHD", lay, 3, seed=21)
+        saver = self.connect(lay, daemon)
+        saver.register_kv_caches(src)
+        self.assertEqual(self.save_all(saver, tokens, [0, 1, 2]).blocks_committed, 3)
+        dst, _, dst_view = make_cache("NHD", lay, 3, fill=float("nan"))
+        loader = self.connect(lay, daemon)
+        loader.register_kv_caches(dst)
+        self.assertEqual(loader.lookup_prefix(tokens), 48)
+        self.assertEqual(loader.load(tokens, [2, 0, 1]).blocks, 3)
+        for i, j in ((0, 2), (1, 0), (2, 1)):
+            for l in range(lay.num_layers):
+                self.assertTrue(same_bits(src_view[l](i)[0], dst_view[l](j)[0]))
+                self.assertTrue(same_bits(src_view[l](i)[1], dst_view[l](j)[1]))
+        metrics = _metrics(daemon)
+        self.assertIn('cachesvc_rpc_requests_total{code="OK",method="local.Lease"} 1', metrics)
+        self.assertNotIn('method="LeaseBlocks"', metrics)
+        self.assertNotIn('method="LookupPrefix"', metrics)
+
+
+def _metrics(daemon):
+    address = None
+    for line in daemon.lines:
+        m = re.search(r"metrics (\S+)\)", line)
+        if m:
+            address = m.group(1)
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as r:
+        return r.read().decode()
 
 
 class BadInput(ConnectorTestCase):
