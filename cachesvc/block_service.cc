@@ -63,24 +63,24 @@ grpc::ServerUnaryReactor* BlockServiceImpl::Finish(grpc::CallbackServerContext* 
   return FinishRpc(context, metrics_, method, start, status);
 }
 
-absl::StatusOr<BlockServiceImpl::Engine> BlockServiceImpl::FindEngine(
-    const Tenant& tenant, const std::string& engine_id) const {
-  tiers::MutexLock lock(&mu_);
-  auto it = engines_.find(engine_id);
-  if (it == engines_.end() || it->second.tenant != tenant.name()) {
-    return absl::NotFoundError(fmt::format("engine '{}' is not registered", engine_id));
-  }
-  return it->second;
-}
-
-absl::StatusOr<BlockServiceImpl::EngineRef> BlockServiceImpl::EngineById(
+absl::StatusOr<BlockServiceImpl::Engine> BlockServiceImpl::EngineById(
     std::string_view engine_id) const {
   tiers::MutexLock lock(&mu_);
   auto it = engines_.find(std::string(engine_id));
   if (it == engines_.end()) {
     return absl::NotFoundError(fmt::format("engine '{}' is not registered", engine_id));
   }
-  return EngineRef{it->second.tenant, it->second.fingerprint, it->second.layout.block_tokens};
+  return it->second;
+}
+
+absl::StatusOr<BlockServiceImpl::Engine> BlockServiceImpl::FindEngine(
+    const Tenant& tenant, const std::string& engine_id) const {
+  auto engine = EngineById(engine_id);
+  // Another tenant's engine is NOT_FOUND, never revealed.
+  if (engine.ok() && engine->tenant != tenant.name()) {
+    return absl::NotFoundError(fmt::format("engine '{}' is not registered", engine_id));
+  }
+  return engine;
 }
 
 grpc::ServerUnaryReactor* BlockServiceImpl::RegisterEngine(grpc::CallbackServerContext* context,

@@ -37,14 +37,15 @@ class BlockServiceImpl final : public v1::BlockService::CallbackService {
                    std::string local_socket, metrics::Registry* metrics,
                    KnownLayouts* layouts = nullptr, SessionOps* sessions = nullptr);
 
-  // What an engine id names (NOT_FOUND for an id RegisterEngine never handed out), for the local
-  // data plane, whose peers name their engine id instead of a token.
-  struct EngineRef {
+  // What RegisterEngine recorded for an engine id.
+  struct Engine {
     std::string tenant;
+    ModelLayout layout;
     std::uint64_t fingerprint = 0;
-    std::uint32_t block_tokens = 0;
   };
-  absl::StatusOr<EngineRef> EngineById(std::string_view engine_id) const;
+  // The engine of that id, whatever its tenant (NOT_FOUND for an id RegisterEngine never handed
+  // out): for the local data plane, whose peers name their engine id instead of a token.
+  absl::StatusOr<Engine> EngineById(std::string_view engine_id) const;
 
   grpc::ServerUnaryReactor* RegisterEngine(grpc::CallbackServerContext* context,
                                            const v1::RegisterEngineRequest* request,
@@ -72,11 +73,6 @@ class BlockServiceImpl final : public v1::BlockService::CallbackService {
   static constexpr int kMaxKeys = kMaxKeysPerRequest;
 
  private:
-  struct Engine {
-    std::string tenant;
-    ModelLayout layout;
-    std::uint64_t fingerprint = 0;
-  };
   // The tenant and the engine (NOT_FOUND for an unknown one or another tenant's).
   absl::StatusOr<Engine> FindEngine(const Tenant& tenant, const std::string& engine_id) const;
   // Finishes the call, counting it and its latency per method.

@@ -36,10 +36,10 @@ struct Config {
   std::string ucx_transports;                     // UCX_TLS for the data plane; "" = UCX's default
   bool ucx_detect_peer_failure = true;            // off allows shared memory and cma (docs/ucx.md)
   std::string local_socket;  // Unix socket of the same-host data plane (docs/local.md); "" = off
-  std::int64_t local_busy_poll_us = 0;  // keep polling this long after a local request; 0 = off
-  std::int64_t lease_timeout_ms = 30000;          // a lease not renewed this long is released
-  std::string policy = "cachesvc";                // block placement: cachesvc, lru-tiered, ttl-pin
-  std::int64_t prefetch_lead_ms = 1000;  // cachesvc: stage a waiting session's blocks this early
+  std::int64_t local_busy_poll_us = 0;    // keep polling this long after a local request; 0 = off
+  std::int64_t lease_timeout_ms = 30000;  // a lease not renewed this long is released
+  std::string policy = "cachesvc";        // block placement: cachesvc, lru-tiered, ttl-pin
+  std::int64_t prefetch_lead_ms = 1000;   // cachesvc: stage a waiting session's blocks this early
   std::string tls_cert_path;  // PEM certificate chain; with tls_key_path, gRPC serves TLS only
   std::string tls_key_path;   // PEM private key; both or neither
   bool keep_volatile_on_exit = true;  // on SIGTERM, write the host tier's blocks to NVMe first

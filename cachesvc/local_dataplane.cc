@@ -266,54 +266,62 @@ bool LocalDataPlane::HandleFrames(Connection& c) {
   return keep;
 }
 
+std::string LocalDataPlane::Hello(Connection& c, local::Reader& r,
+                                  std::chrono::steady_clock::time_point start, bool* send_fd) {
+  auto version = r.U32();
+  auto id_length = r.U32();
+  absl::Status st;
+  std::optional<std::string_view> id;
+  if (!version || !id_length) {
+    st = absl::InvalidArgumentError("HELLO: truncated");
+  } else if (*version != local::kVersion) {
+    st = absl::FailedPreconditionError(
+        fmt::format("local protocol version {}; this daemon speaks {}", *version, local::kVersion));
+  } else if (*id_length > 128 || r.remaining() != *id_length) {
+    st = absl::InvalidArgumentError("HELLO: malformed engine id");
+  } else if (c.peer_uid != ::geteuid() && c.peer_uid != 0) {
+    st = absl::PermissionDeniedError(
+        fmt::format("local data plane: uid {} is not the daemon's ({}); use the UCX data plane",
+                    c.peer_uid, ::geteuid()));
+  } else if (c.engine.has_value()) {
+    st = absl::FailedPreconditionError("HELLO: already said");
+  } else {
+    id = r.Bytes(*id_length);
+    auto engine = resolver_(*id);
+    if (engine.ok()) {
+      c.engine = std::move(*engine);
+    } else {
+      st = engine.status();
+    }
+  }
+  Record("local.Hello", start, static_cast<std::uint32_t>(st.code()));
+  if (!st.ok()) return ErrorReply(st);
+  *send_fd = true;
+  return local::ReplyHeader(0, "").U64(arena_.bytes).Finish();
+}
+
+void LocalDataPlane::Release(Connection& c, local::Reader& r,
+                             std::chrono::steady_clock::time_point start) {
+  auto n = r.U32();
+  if (!n || *n > local::kMaxItems || r.remaining() != static_cast<std::size_t>(*n) * 8) {
+    return;  // RELEASE has no reply; a malformed one releases nothing
+  }
+  std::vector<std::uint64_t> ids;
+  for (std::uint32_t i = 0; i < *n; ++i) {
+    const std::uint64_t id = *r.U64();
+    if (c.leases.erase(id) > 0) ids.push_back(id);  // only this connection's own leases
+  }
+  if (c.engine.has_value() && !ids.empty()) (void)store_->Release(c.engine->tenant, ids);
+  Record("local.Release", start, 0);
+}
+
 std::string LocalDataPlane::Handle(Connection& c, std::string_view body, bool* send_fd) {
   const auto start = std::chrono::steady_clock::now();
   local::Reader r(body);
   const std::uint32_t type = *r.U32();  // a body has at least 4 bytes (HandleFrames)
-  if (type == local::kHello) {
-    auto version = r.U32();
-    auto id_length = r.U32();
-    absl::Status st;
-    std::optional<std::string_view> id;
-    if (!version || !id_length) {
-      st = absl::InvalidArgumentError("HELLO: truncated");
-    } else if (*version != local::kVersion) {
-      st = absl::FailedPreconditionError(fmt::format(
-          "local protocol version {}; this daemon speaks {}", *version, local::kVersion));
-    } else if (*id_length > 128 || r.remaining() != *id_length) {
-      st = absl::InvalidArgumentError("HELLO: malformed engine id");
-    } else if (c.peer_uid != ::geteuid() && c.peer_uid != 0) {
-      st = absl::PermissionDeniedError(
-          fmt::format("local data plane: uid {} is not the daemon's ({}); use the UCX data plane",
-                      c.peer_uid, ::geteuid()));
-    } else if (c.engine.has_value()) {
-      st = absl::FailedPreconditionError("HELLO: already said");
-    } else {
-      id = r.Bytes(*id_length);
-      auto engine = resolver_(*id);
-      if (engine.ok()) {
-        c.engine = std::move(*engine);
-      } else {
-        st = engine.status();
-      }
-    }
-    Record("local.Hello", start, static_cast<std::uint32_t>(st.code()));
-    if (!st.ok()) return ErrorReply(st);
-    *send_fd = true;
-    return local::ReplyHeader(0, "").U64(arena_.bytes).Finish();
-  }
+  if (type == local::kHello) return Hello(c, r, start, send_fd);
   if (type == local::kRelease) {
-    auto n = r.U32();
-    if (!n || *n > local::kMaxItems || r.remaining() != static_cast<std::size_t>(*n) * 8) {
-      return "";  // RELEASE has no reply; a malformed one releases nothing
-    }
-    std::vector<std::uint64_t> ids;
-    for (std::uint32_t i = 0; i < *n; ++i) {
-      const std::uint64_t id = *r.U64();
-      if (c.leases.erase(id) > 0) ids.push_back(id);  // only this connection's own leases
-    }
-    if (c.engine.has_value() && !ids.empty()) (void)store_->Release(c.engine->tenant, ids);
-    Record("local.Release", start, 0);
+    Release(c, r, start);
     return "";
   }
   if (type != local::kLookup && type != local::kLease && type != local::kKeys) {

@@ -27,6 +27,7 @@
 #include <thread>
 
 #include "absl/status/statusor.h"
+#include "cachesvc/local_protocol.h"
 #include "cachesvc/rpc_metrics.h"
 
 namespace cachesvc {
@@ -94,7 +95,11 @@ class LocalDataPlane {
   // Handles every whole frame in the connection's buffer; false when the connection must close.
   bool HandleFrames(Connection& c);
   // One request body; returns the reply frame ("" for none) and, for HELLO, sets *send_fd.
+  // LOOKUP, KEYS and LEASE are answered here; HELLO and RELEASE by their own functions.
   std::string Handle(Connection& c, std::string_view body, bool* send_fd);
+  std::string Hello(Connection& c, local::Reader& r, std::chrono::steady_clock::time_point start,
+                    bool* send_fd);
+  void Release(Connection& c, local::Reader& r, std::chrono::steady_clock::time_point start);
   bool Send(Connection& c, const std::string& frame, bool send_fd);
   void Close(Connection& c);
   void Record(const char* method, std::chrono::steady_clock::time_point start, std::uint32_t code);

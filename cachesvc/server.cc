@@ -222,7 +222,7 @@ absl::Status Server::StartLocalDataPlane(const LocalOptions& options, TierSet* t
     const Tenant* t = tenants->Find(engine->tenant);
     if (t == nullptr) return absl::NotFoundError(fmt::format("engine '{}' is not registered", id));
     return LocalEngine{engine->tenant, std::string(t->salt()), engine->fingerprint,
-                       engine->block_tokens};
+                       engine->layout.block_tokens};
   };
   auto plane = LocalDataPlane::Start(
       options,

@@ -2,6 +2,8 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include "client/grpc_channel.h"
+
 namespace cachesvc::client {
 
 namespace {
@@ -30,17 +32,7 @@ AdminClientOptions PlainOptions(const std::string& address) {
 AdminClient::AdminClient(const std::string& address) : AdminClient(PlainOptions(address)) {}
 
 AdminClient::AdminClient(const AdminClientOptions& options) : options_(options) {
-  std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
-  grpc::ChannelArguments args;
-  // A session's context with its token ids can be large; the daemon caps what it sends.
-  args.SetMaxReceiveMessageSize(64 << 20);
-  if (!options_.tls_root_pem.empty()) {
-    grpc::SslCredentialsOptions ssl;
-    ssl.pem_root_certs = options_.tls_root_pem;
-    creds = grpc::SslCredentials(ssl);
-    if (!options_.tls_server_name.empty()) args.SetSslTargetNameOverride(options_.tls_server_name);
-  }
-  auto channel = grpc::CreateCustomChannel(options_.address, creds, args);
+  auto channel = MakeChannel(options_.address, options_.tls_root_pem, options_.tls_server_name);
   health_ = grpc::health::v1::Health::NewStub(channel);
   admin_ = v1::AdminService::NewStub(channel);
   blocks_ = v1::BlockService::NewStub(channel);

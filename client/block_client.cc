@@ -2,6 +2,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include "client/grpc_channel.h"
 #include "fmt/format.h"
 #include "proto/xxh3.h"
 
@@ -11,18 +12,7 @@ absl::StatusOr<std::unique_ptr<BlockClient>> BlockClient::Connect(
     const BlockClientOptions& options) {
   if (options.address.empty()) return absl::InvalidArgumentError("BlockClient: no address");
   std::unique_ptr<BlockClient> c(new BlockClient(options));
-  std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
-  grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(64 << 20);
-  if (!options.tls_root_pem.empty()) {
-    grpc::SslCredentialsOptions ssl;
-    ssl.pem_root_certs = options.tls_root_pem;
-    creds = grpc::SslCredentials(ssl);
-    if (!options.tls_server_name.empty()) {
-      args.SetSslTargetNameOverride(options.tls_server_name);
-    }
-  }
-  c->channel_ = grpc::CreateCustomChannel(options.address, creds, args);
+  c->channel_ = MakeChannel(options.address, options.tls_root_pem, options.tls_server_name);
   c->stub_ = v1::BlockService::NewStub(c->channel_);
   return c;
 }

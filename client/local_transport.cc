@@ -109,6 +109,12 @@ bool CanStream(const std::byte* dst) {
 }
 #endif
 
+absl::Status CheckFits(const local::Lease& lease, std::span<const std::byte> out) {
+  if (out.size() >= lease.length) return absl::OkStatus();
+  return absl::OutOfRangeError(
+      fmt::format("block of {} bytes, buffer of {}", lease.length, out.size()));
+}
+
 std::string KeysFrame(local::MessageType type, std::span<const BlockKey> keys) {
   local::Writer w;
   w.U32(type).U32(static_cast<std::uint32_t>(keys.size()));
@@ -272,10 +278,7 @@ absl::StatusOr<std::vector<local::Lease>> LocalTransport::Lease(std::span<const 
 }
 
 absl::Status LocalTransport::Copy(const local::Lease& lease, std::span<std::byte> out) const {
-  if (out.size() < lease.length) {
-    return absl::OutOfRangeError(
-        fmt::format("block of {} bytes, buffer of {}", lease.length, out.size()));
-  }
+  if (absl::Status st = CheckFits(lease, out); !st.ok()) return st;
   const std::byte* src = arena_ + lease.offset;
 #if defined(__x86_64__)
   if (CanStream(out.data())) {
@@ -289,10 +292,7 @@ absl::Status LocalTransport::Copy(const local::Lease& lease, std::span<std::byte
 }
 
 absl::Status LocalTransport::Read(const local::Lease& lease, std::span<std::byte> out) const {
-  if (out.size() < lease.length) {
-    return absl::OutOfRangeError(
-        fmt::format("block of {} bytes, buffer of {}", lease.length, out.size()));
-  }
+  if (absl::Status st = CheckFits(lease, out); !st.ok()) return st;
   const std::byte* src = arena_ + lease.offset;
   std::uint64_t sum = 0;
 #if defined(__x86_64__)

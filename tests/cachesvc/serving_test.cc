@@ -18,10 +18,10 @@
 #include "client/block_client.h"
 #include "fmt/format.h"
 #include "grpcpp/grpcpp.h"
+#include "proto/xxh3.h"
 #include "tests/cachesvc/serving_fixture.h"
 #include "tests/support/daemon.h"
 #include "tests/support/subprocess.h"
-#include "proto/xxh3.h"
 
 namespace cachesvc {
 namespace {

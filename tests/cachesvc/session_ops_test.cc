@@ -19,8 +19,8 @@
 #include "cachesvc/session_store.h"
 #include "cachesvc/tenants.h"
 #include "cachesvc/tier_set.h"
-#include "tiers/clock.h"
 #include "proto/xxh3.h"
+#include "tiers/clock.h"
 
 namespace cachesvc {
 namespace {
