@@ -60,7 +60,8 @@
 #include <thread>
 #include <vector>
 
-#include "CLI/CLI.hpp"
+#include "base/cli11.h"
+#include "base/errno_message.h"
 #include "client/block_client.h"
 #include "fmt/format.h"
 #include "nlohmann/json.hpp"
@@ -105,8 +106,7 @@ struct Options {
   std::_Exit(1);  // from any thread, without running destructors under the others
 }
 
-// errno's text (std::strerror is not thread-safe).
-std::string ErrnoText() { return std::generic_category().message(errno); }
+std::string ErrnoText() { return cachesvc::ErrnoMessage(errno); }
 
 // Buffers on 2 MiB boundaries with huge pages advised (like the daemon's arena), touched before
 // timing.

@@ -38,11 +38,11 @@
 #include <string>
 #include <vector>
 
+#include "base/mutex.h"
 #include "spdlog/spdlog.h"
 #include "tiers/host_tier.h"
 #include "tiers/kv_codec_transform.h"
 #include "tiers/mover.h"
-#include "tiers/mutex.h"
 #include "tiers/nvme_tier.h"
 
 namespace cachesvc::tiers {
@@ -221,7 +221,11 @@ int Nvme(const Args& args) {
   double gbps = 0;
   // Enough unacknowledged writes for qd payloads in flight plus a sync group waiting and another
   // being committed.
-  const std::uint64_t window = args.U64("window", 4 * static_cast<std::uint64_t>(qd) + 16);
+  // Never more than the file has slots: the writes go round-robin over them, so a window past the
+  // slot count would rewrite a slot whose last write is still unacknowledged, which the tier
+  // rightly refuses (2 MiB blocks at qd 32 want 144 in a 256 MiB file of 128 slots).
+  const std::uint64_t window =
+      std::min<std::uint64_t>(args.U64("window", 4 * static_cast<std::uint64_t>(qd) + 16), n);
   if (op == "write") {
     // Continuous: W writes unacknowledged at all times; each acknowledgement lets the next go.
     Mutex mu;

@@ -51,7 +51,7 @@ void BlockIndex::Shard::Remove(const BlockKey& key) {
 
 std::optional<BlockEntry> BlockIndex::Get(const BlockKey& key) const {
   Shard& s = ShardFor(key);
-  tiers::MutexLock lock(&s.mu);
+  MutexLock lock(&s.mu);
   const BlockEntry* e = s.Find(key);
   if (e == nullptr) return std::nullopt;
   return *e;
@@ -60,28 +60,28 @@ std::optional<BlockEntry> BlockIndex::Get(const BlockKey& key) const {
 void BlockIndex::Reserve(std::size_t entries) {
   const std::size_t per_shard = entries / (mask_ + 1) + 1;
   for (unsigned i = 0; i <= mask_; ++i) {
-    tiers::MutexLock lock(&shards_[i].mu);
+    MutexLock lock(&shards_[i].mu);
     shards_[i].ids.reserve(per_shard);
   }
 }
 
 TierMask BlockIndex::Tiers(const BlockKey& key) const {
   Shard& s = ShardFor(key);
-  tiers::MutexLock lock(&s.mu);
+  MutexLock lock(&s.mu);
   const BlockEntry* e = s.Find(key);
   return e == nullptr ? TierMask{0} : e->tiers;
 }
 
 bool BlockIndex::Contains(const BlockKey& key) const {
   Shard& s = ShardFor(key);
-  tiers::MutexLock lock(&s.mu);
+  MutexLock lock(&s.mu);
   return s.ids.contains(key);
 }
 
 void BlockIndex::AddCopy(const BlockKey& key, tiers::TierKind kind, const TierCopy& copy,
                          const BlockEntry& fresh) {
   Shard& s = ShardFor(key);
-  tiers::MutexLock lock(&s.mu);
+  MutexLock lock(&s.mu);
   bool added = false;
   BlockEntry& e = s.FindOrAdd(key, fresh, &added);
   if (added) e.tiers = 0;
@@ -91,7 +91,7 @@ void BlockIndex::AddCopy(const BlockKey& key, tiers::TierKind kind, const TierCo
 
 std::optional<TierCopy> BlockIndex::RemoveCopy(const BlockKey& key, tiers::TierKind kind) {
   Shard& s = ShardFor(key);
-  tiers::MutexLock lock(&s.mu);
+  MutexLock lock(&s.mu);
   BlockEntry* e = s.Find(key);
   if (e == nullptr || !e->In(kind)) return std::nullopt;
   const TierCopy copy = e->Copy(kind);
@@ -103,7 +103,7 @@ std::optional<TierCopy> BlockIndex::RemoveCopy(const BlockKey& key, tiers::TierK
 
 TierMask BlockIndex::TakeCopy(const BlockKey& key, tiers::TierKind kind) {
   Shard& s = ShardFor(key);
-  tiers::MutexLock lock(&s.mu);
+  MutexLock lock(&s.mu);
   BlockEntry* e = s.Find(key);
   if (e == nullptr) return 0;
   e->tiers &= static_cast<TierMask>(~TierBit(kind));
@@ -113,14 +113,14 @@ TierMask BlockIndex::TakeCopy(const BlockKey& key, tiers::TierKind kind) {
 
 void BlockIndex::EraseIfUnused(const BlockKey& key) {
   Shard& s = ShardFor(key);
-  tiers::MutexLock lock(&s.mu);
+  MutexLock lock(&s.mu);
   BlockEntry* e = s.Find(key);
   if (e != nullptr && Unused(*e)) s.Remove(key);
 }
 
 bool BlockIndex::Update(const BlockKey& key, const std::function<void(BlockEntry&)>& fn) {
   Shard& s = ShardFor(key);
-  tiers::MutexLock lock(&s.mu);
+  MutexLock lock(&s.mu);
   BlockEntry* e = s.Find(key);
   if (e == nullptr) return false;
   fn(*e);
@@ -130,7 +130,7 @@ bool BlockIndex::Update(const BlockKey& key, const std::function<void(BlockEntry
 
 std::optional<BlockEntry> BlockIndex::Erase(const BlockKey& key) {
   Shard& s = ShardFor(key);
-  tiers::MutexLock lock(&s.mu);
+  MutexLock lock(&s.mu);
   BlockEntry* e = s.Find(key);
   if (e == nullptr) return std::nullopt;
   const BlockEntry copy = *e;
@@ -144,7 +144,7 @@ std::size_t BlockIndex::LongestCachedPrefix(std::span<const BlockKey> chain, Tie
   std::size_t n = 0;
   for (const BlockKey& key : chain) {
     Shard& s = ShardFor(key);
-    tiers::MutexLock lock(&s.mu);
+    MutexLock lock(&s.mu);
     BlockEntry* e = s.Find(key);
     if (e == nullptr || (e->tiers & usable) == 0) break;
     if (now_us) {
@@ -160,7 +160,7 @@ std::size_t BlockIndex::LongestCachedPrefix(std::span<const BlockKey> chain, Tie
 std::size_t BlockIndex::Size() const {
   std::size_t n = 0;
   for (unsigned i = 0; i <= mask_; ++i) {
-    tiers::MutexLock lock(&shards_[i].mu);
+    MutexLock lock(&shards_[i].mu);
     n += shards_[i].ids.size();
   }
   return n;
@@ -170,7 +170,7 @@ double BlockIndex::BytesPerEntry() const {
   std::size_t bytes = 0, entries = 0;
   for (unsigned i = 0; i <= mask_; ++i) {
     const Shard& s = shards_[i];
-    tiers::MutexLock lock(&s.mu);
+    MutexLock lock(&s.mu);
     // SwissTable: per bucket one slot and one control byte, plus a trailing control group.
     bytes += s.ids.capacity() * (sizeof(std::pair<const BlockKey, std::uint32_t>) + 1) + 16;
     bytes += s.chunks.size() * kChunkEntries * sizeof(BlockEntry) +
@@ -185,7 +185,7 @@ void BlockIndex::ForEach(const std::function<void(const BlockKey&, const BlockEn
     Shard& s = shards_[i];
     std::vector<std::pair<BlockKey, BlockEntry>> copy;
     {
-      tiers::MutexLock lock(&s.mu);
+      MutexLock lock(&s.mu);
       copy.reserve(s.ids.size());
       for (const auto& [key, id] : s.ids) copy.emplace_back(key, s.At(id));
     }

@@ -26,9 +26,9 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "base/mutex.h"
 #include "kernels/codec.h"
 #include "proto/block_key.h"
-#include "tiers/mutex.h"
 #include "tiers/tier.h"
 
 namespace cachesvc {
@@ -138,7 +138,7 @@ class BlockIndex {
   // key to its entry's index, so a table slot is 20 bytes instead of key + entry.
   static constexpr std::uint32_t kChunkEntries = 1024;
   struct Shard {
-    mutable tiers::Mutex mu;
+    mutable Mutex mu;
     absl::flat_hash_map<BlockKey, std::uint32_t> ids ABSL_GUARDED_BY(mu);
     std::vector<std::unique_ptr<BlockEntry[]>> chunks ABSL_GUARDED_BY(mu);
     std::vector<std::uint32_t> free_ids ABSL_GUARDED_BY(mu);

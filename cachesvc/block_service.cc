@@ -12,7 +12,8 @@ namespace cachesvc {
 namespace {
 
 // The payload length of one block of `layout` stored as `codec`.
-absl::StatusOr<std::uint64_t> BlockLength(const ModelLayout& layout, kernels::CodecId codec) {
+[[nodiscard]] absl::StatusOr<std::uint64_t> BlockLength(const ModelLayout& layout,
+                                                        kernels::CodecId codec) {
   if (codec == kernels::CodecId::kRaw) return layout.RawBlockBytes();
   kernels::ValueType type;
   if (layout.dtype == Dtype::kFp16) {
@@ -65,7 +66,7 @@ grpc::ServerUnaryReactor* BlockServiceImpl::Finish(grpc::CallbackServerContext* 
 
 absl::StatusOr<BlockServiceImpl::Engine> BlockServiceImpl::EngineById(
     std::string_view engine_id) const {
-  tiers::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto it = engines_.find(std::string(engine_id));
   if (it == engines_.end()) {
     return absl::NotFoundError(fmt::format("engine '{}' is not registered", engine_id));
@@ -94,7 +95,7 @@ grpc::ServerUnaryReactor* BlockServiceImpl::RegisterEngine(grpc::CallbackServerC
   Engine engine{(*tenant)->name(), *layout, layout->Fingerprint()};
   std::string id;
   {
-    tiers::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     // One engine id per tenant and layout: engines restart and tools (cachectl prefix) register
     // for one call, and an id per registration would pile up until the daemon restarts.
     const auto key = std::make_pair(engine.tenant, engine.fingerprint);

@@ -15,6 +15,7 @@
 #include <string>
 #include <utility>
 
+#include "base/mutex.h"
 #include "cachesvc/block_store.h"
 #include "cachesvc/layouts.h"
 #include "cachesvc/metrics.h"
@@ -22,7 +23,6 @@
 #include "cachesvc/v1/cachesvc.grpc.pb.h"
 #include "cachesvc/wire.h"
 #include "proto/layout.h"
-#include "tiers/mutex.h"
 
 namespace cachesvc {
 
@@ -45,7 +45,7 @@ class BlockServiceImpl final : public v1::BlockService::CallbackService {
   };
   // The engine of that id, whatever its tenant (NOT_FOUND for an id RegisterEngine never handed
   // out): for the local data plane, whose peers name their engine id instead of a token.
-  absl::StatusOr<Engine> EngineById(std::string_view engine_id) const;
+  [[nodiscard]] absl::StatusOr<Engine> EngineById(std::string_view engine_id) const;
 
   grpc::ServerUnaryReactor* RegisterEngine(grpc::CallbackServerContext* context,
                                            const v1::RegisterEngineRequest* request,
@@ -74,7 +74,8 @@ class BlockServiceImpl final : public v1::BlockService::CallbackService {
 
  private:
   // The tenant and the engine (NOT_FOUND for an unknown one or another tenant's).
-  absl::StatusOr<Engine> FindEngine(const Tenant& tenant, const std::string& engine_id) const;
+  [[nodiscard]] absl::StatusOr<Engine> FindEngine(const Tenant& tenant,
+                                                  const std::string& engine_id) const;
   // Finishes the call, counting it and its latency per method.
   grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* context, const char* method,
                                    std::chrono::steady_clock::time_point start,
@@ -87,7 +88,7 @@ class BlockServiceImpl final : public v1::BlockService::CallbackService {
   metrics::Registry* const metrics_;
   KnownLayouts* const layouts_;
   SessionOps* const sessions_;
-  mutable tiers::Mutex mu_;
+  mutable Mutex mu_;
   std::map<std::string, Engine> engines_ ABSL_GUARDED_BY(mu_);
   // (tenant, layout fingerprint) -> its engine id.
   std::map<std::pair<std::string, std::uint64_t>, std::string> engine_by_layout_

@@ -54,7 +54,7 @@ BlockKey TenantBlockKey(std::string_view tenant_salt, const BlockKey& key) {
 }
 
 BlockStore::~BlockStore() {
-  tiers::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   for (auto& [id, lease] : leases_) {
     lease.transfers = 0;
     EndLease(id, lease);
@@ -76,7 +76,7 @@ absl::StatusOr<std::unique_ptr<BlockStore>> BlockStore::Open(std::vector<tiers::
   if (absl::Status st = CheckPlacementPolicy(placement); !st.ok()) return st;
   std::unique_ptr<BlockStore> store(new BlockStore(std::move(tiers)));
   {
-    tiers::MutexLock lock(&store->mu_);
+    MutexLock lock(&store->mu_);
     store->placement_ = placement;
     store->policy_ = store->BuildPolicy(placement);
   }
@@ -87,7 +87,7 @@ absl::StatusOr<std::unique_ptr<BlockStore>> BlockStore::Open(std::vector<tiers::
 absl::Status BlockStore::Recover() {
   auto* nvme = dynamic_cast<tiers::NvmeTier*>(TierOf(TierKind::kNvme));
   if (nvme == nullptr) return absl::OkStatus();
-  tiers::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   for (const tiers::IndexEntry& e : nvme->Blocks()) {
     BlockKey internal;
     internal.bytes = e.info.meta.key;
@@ -136,7 +136,7 @@ void BlockStore::AddTenantBytes(const BlockKey& internal, TierKind tier, std::in
 }
 
 std::uint64_t BlockStore::TenantBytes(std::string_view tenant, TierKind tier) const {
-  tiers::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto it = tenant_bytes_.find(std::string(tenant));
   return it == tenant_bytes_.end() ? 0 : it->second[static_cast<unsigned>(tier)];
 }
@@ -152,7 +152,7 @@ std::vector<BlockPlace> BlockStore::Lookup(std::string_view tenant, std::string_
     const TierKind fastest = e->In(TierKind::kHost) ? TierKind::kHost : TierKind::kNvme;
     out.push_back(BlockPlace{key, e->tiers, e->Copy(fastest).codec});
   }
-  tiers::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   if (out.size() < keys.size()) ++stats_.misses;
   return out;
 }
@@ -161,7 +161,7 @@ absl::StatusOr<std::vector<ReadLease>> BlockStore::Lease(std::string_view tenant
                                                          std::string_view salt,
                                                          std::span<const BlockKey> keys,
                                                          bool one_read) {
-  tiers::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   ExpireLocked();
   tiers::Tier* host = TierOf(TierKind::kHost);
   std::vector<ReadLease> out;
@@ -244,7 +244,7 @@ absl::StatusOr<std::vector<ReadLease>> BlockStore::Lease(std::string_view tenant
 }
 
 absl::Status BlockStore::Release(std::string_view tenant, std::span<const std::uint64_t> ids) {
-  tiers::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   absl::Status first = absl::OkStatus();
   for (std::uint64_t id : ids) {
     auto it = leases_.find(id);
@@ -268,7 +268,7 @@ void BlockStore::EndLease(std::uint64_t id, LeaseRecord& lease) {
       spdlog::warn("freeing the slot of write lease {}: {}", id, std::string(st.message()));
     }
   } else {
-    (void)host->ReleaseLease(lease.tier_lease);  // NOT_FOUND if the tier expired it first
+    tiers::ReleaseLeaseOrWarn(*host, lease.tier_lease, "read lease ended");
     index_.Update(lease.internal, [](BlockEntry& e) {
       if (e.leases > 0) --e.leases;
     });
@@ -277,7 +277,7 @@ void BlockStore::EndLease(std::uint64_t id, LeaseRecord& lease) {
 }
 
 std::size_t BlockStore::ExpireLeases() {
-  tiers::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return ExpireLocked();
 }
 
@@ -341,10 +341,10 @@ bool BlockStore::EvictOne(TierKind kind) {
           ++stats_.demoted;
         } else {
           spdlog::warn("demoting {} to NVMe: {}", victim->Hex(), std::string(st.message()));
-          (void)nvme->Free(*nslot);
+          tiers::FreeOrWarn(*nvme, *nslot, "demotion write failed");
         }
       } else if (nslot.ok()) {
-        (void)nvme->Free(*nslot);
+        tiers::FreeOrWarn(*nvme, *nslot, "demotion source unreadable");
       }
     }
     // The copy in this tier goes.
@@ -369,13 +369,13 @@ absl::Status BlockStore::Stage(const BlockKey& internal, const BlockEntry& entry
   if (!slot.ok()) return slot.status();
   auto mem = host->Memory(*slot);
   if (!mem.ok()) {
-    (void)host->Free(*slot);
+    tiers::FreeOrWarn(*host, *slot, "staging: no memory view");
     return mem.status();
   }
   auto info =
       nvme->Read(SlotOf(entry, TierKind::kNvme), std::span<std::byte>(mem->address, mem->bytes));
   if (!info.ok()) {
-    (void)host->Free(*slot);
+    tiers::FreeOrWarn(*host, *slot, "staging: NVMe read failed");
     if (info.status().code() == absl::StatusCode::kDataLoss) {  // the tier dropped it
       ++stats_.checksum_failures;
       DropCopy(internal, TierKind::kNvme);
@@ -383,7 +383,7 @@ absl::Status BlockStore::Stage(const BlockKey& internal, const BlockEntry& entry
     return info.status();
   }
   if (absl::Status st = host->Commit(*slot, info->meta, info->stored_bytes); !st.ok()) {
-    (void)host->Free(*slot);
+    tiers::FreeOrWarn(*host, *slot, "staging: commit failed");
     return st;
   }
   index_.AddCopy(internal, TierKind::kHost, CopyOf(*slot, info->stored_bytes, info->meta.codec),
@@ -401,7 +401,7 @@ absl::StatusOr<AllocateResult> BlockStore::Allocate(std::string_view tenant, std
                                                     std::uint64_t layout_fingerprint,
                                                     std::uint64_t host_quota_bytes) {
   if (length == 0) return absl::InvalidArgumentError("block length must be > 0");
-  tiers::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   ExpireLocked();
   AllocateResult result;
   std::vector<std::uint64_t> created;
@@ -453,7 +453,7 @@ absl::StatusOr<AllocateResult> BlockStore::Allocate(std::string_view tenant, std
 
 absl::StatusOr<std::vector<BlockKey>> BlockStore::Commit(std::string_view tenant,
                                                          std::span<const CommitRequest> commits) {
-  tiers::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   tiers::Tier* host = TierOf(TierKind::kHost);
   std::vector<BlockKey> committed;
   for (const CommitRequest& c : commits) {
@@ -518,7 +518,7 @@ absl::StatusOr<std::vector<BlockKey>> BlockStore::Commit(std::string_view tenant
 }
 
 std::size_t BlockStore::FlushToNvme() {
-  tiers::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   tiers::Tier* host = TierOf(TierKind::kHost);
   tiers::Tier* nvme = TierOf(TierKind::kNvme);
   if (nvme == nullptr) return 0;
@@ -531,29 +531,36 @@ std::size_t BlockStore::FlushToNvme() {
     const std::uint64_t stored = e.Copy(TierKind::kHost).stored_bytes;
     auto mem = host->Memory(SlotOf(e, TierKind::kHost));
     auto slot = nvme->Allocate(stored);
-    if (!mem.ok() || !slot.ok()) continue;  // NVMe full: what does not fit stays volatile
+    if (!slot.ok()) continue;  // NVMe full: what does not fit stays volatile
+    if (!mem.ok()) {
+      tiers::FreeOrWarn(*nvme, *slot, "flush: host copy unreadable");
+      continue;
+    }
     const tiers::BlockMeta meta = MetaOf(key, e, TierKind::kHost);
-    if (nvme->Write(*slot, meta, std::span<const std::byte>(mem->address, stored)).ok()) {
+    if (absl::Status st =
+            nvme->Write(*slot, meta, std::span<const std::byte>(mem->address, stored));
+        st.ok()) {
       index_.AddCopy(key, TierKind::kNvme, CopyOf(*slot, stored, meta.codec), e);
       AddTenantBytes(key, TierKind::kNvme, static_cast<std::int64_t>(slot->slot_bytes));
       policy_->Added(key, TierKind::kNvme, PolicyNow());
       ++written;
     } else {
-      (void)nvme->Free(*slot);
+      spdlog::warn("writing {} to NVMe at exit: {}", key.Hex(), std::string(st.message()));
+      tiers::FreeOrWarn(*nvme, *slot, "flush write failed");
     }
   }
   return written;
 }
 
 BlockStoreStats BlockStore::Stats() const {
-  tiers::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   BlockStoreStats s = stats_;
   for (const auto& [id, lease] : leases_) ++(lease.write ? s.leases_write : s.leases_read);
   return s;
 }
 
 absl::StatusOr<UcxBlockHandler::ReadGrant> BlockStore::BeginRead(std::uint64_t lease_id) {
-  tiers::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto it = leases_.find(lease_id);
   if (it == leases_.end() || it->second.write || it->second.released ||
       it->second.expires <= std::chrono::steady_clock::now()) {
@@ -566,7 +573,7 @@ absl::StatusOr<UcxBlockHandler::ReadGrant> BlockStore::BeginRead(std::uint64_t l
 }
 
 void BlockStore::EndRead(std::uint64_t lease_id, const absl::Status& sent) {
-  tiers::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto it = leases_.find(lease_id);
   if (it == leases_.end()) return;
   --it->second.transfers;
@@ -581,7 +588,7 @@ void BlockStore::EndRead(std::uint64_t lease_id, const absl::Status& sent) {
 
 absl::StatusOr<UcxBlockHandler::WriteGrant> BlockStore::BeginWrite(std::uint64_t lease_id,
                                                                    std::size_t length) {
-  tiers::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto it = leases_.find(lease_id);
   if (it == leases_.end() || !it->second.write || it->second.released ||
       it->second.expires <= std::chrono::steady_clock::now()) {
@@ -603,7 +610,7 @@ absl::StatusOr<UcxBlockHandler::WriteGrant> BlockStore::BeginWrite(std::uint64_t
 }
 
 void BlockStore::EndWrite(std::uint64_t lease_id, const absl::Status& received) {
-  tiers::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto it = leases_.find(lease_id);
   if (it == leases_.end()) return;
   LeaseRecord& lease = it->second;
@@ -668,7 +675,7 @@ absl::StatusOr<BlockDescription> BlockStore::Describe(std::string_view tenant,
                                                       const BlockKey& key) const {
   (void)tenant;  // the salt scopes the key: another tenant's block is simply not found
   const BlockKey internal = TenantBlockKey(salt, key);
-  tiers::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   const auto e = index_.Get(internal);
   if (!e || e->tiers == 0) {
     return absl::NotFoundError(fmt::format("block {} is not stored", key.Hex()));
@@ -691,7 +698,7 @@ absl::StatusOr<BlockDescription> BlockStore::Describe(std::string_view tenant,
 absl::StatusOr<EvictResult> BlockStore::Evict(std::string_view tenant, std::string_view salt,
                                               const EvictTarget& target,
                                               std::optional<TierKind> tier) {
-  tiers::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   ExpireLocked();
   std::vector<BlockKey> candidates;  // tenant-scoped keys
   if (target.key) {
@@ -766,13 +773,13 @@ std::unique_ptr<ResidencyPolicy> BlockStore::BuildPolicy(const PlacementPolicy& 
 }
 
 PlacementPolicy BlockStore::Policy() const {
-  tiers::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return placement_;
 }
 
 absl::Status BlockStore::SetPolicy(const PlacementPolicy& p) {
   if (absl::Status st = CheckPlacementPolicy(p); !st.ok()) return st;
-  tiers::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   policy_ = BuildPolicy(p);
   placement_ = p;
   return absl::OkStatus();
@@ -886,7 +893,7 @@ void BlockStore::SetSessionChain(std::string_view tenant, std::string_view salt,
   std::vector<BlockKey> internal;
   internal.reserve(chain.size());
   for (const BlockKey& k : chain) internal.push_back(TenantBlockKey(salt, k));
-  tiers::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   SessionBlocks& s = SessionFor(tenant, session_id);
   CountSessionRefs(SessionKeys(s), -1);
   s.chain = std::move(internal);
@@ -895,7 +902,7 @@ void BlockStore::SetSessionChain(std::string_view tenant, std::string_view salt,
 
 bool BlockStore::ExtendSessionChain(std::string_view tenant, std::string_view salt,
                                     std::string_view session_id, std::span<const BlockKey> more) {
-  tiers::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   SessionBlocks* s = FindSession(tenant, session_id);
   if (s == nullptr) return false;
   for (const BlockKey& k : more) {
@@ -908,7 +915,7 @@ bool BlockStore::ExtendSessionChain(std::string_view tenant, std::string_view sa
 
 void BlockStore::TagSession(std::string_view tenant, std::string_view salt,
                             std::string_view session_id, std::span<const BlockKey> keys) {
-  tiers::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   SessionBlocks& s = SessionFor(tenant, session_id);
   CountSessionRefs(SessionKeys(s), -1);
   for (const BlockKey& k : keys) {
@@ -920,7 +927,7 @@ void BlockStore::TagSession(std::string_view tenant, std::string_view salt,
 
 void BlockStore::SessionToolCallStarted(std::string_view tenant, std::string_view session_id,
                                         std::chrono::milliseconds expected) {
-  tiers::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   SessionBlocks& s = SessionFor(tenant, session_id);
   s.waiting = true;
   s.start_us = PolicyNow();
@@ -929,7 +936,7 @@ void BlockStore::SessionToolCallStarted(std::string_view tenant, std::string_vie
 }
 
 void BlockStore::SessionToolCallEnded(std::string_view tenant, std::string_view session_id) {
-  tiers::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   SessionBlocks* s = FindSession(tenant, session_id);
   if (s == nullptr || !s->waiting) return;
   s->waiting = false;
@@ -937,7 +944,7 @@ void BlockStore::SessionToolCallEnded(std::string_view tenant, std::string_view 
 }
 
 void BlockStore::SessionClosed(std::string_view tenant, std::string_view session_id) {
-  tiers::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto it = sessions_.find(SessionName(tenant, session_id));
   if (it == sessions_.end()) return;
   const std::vector<BlockKey> keys = SessionKeys(it->second);
@@ -949,13 +956,13 @@ void BlockStore::SessionClosed(std::string_view tenant, std::string_view session
 std::size_t BlockStore::Prefetch() {
   std::vector<BlockKey> due;
   {
-    tiers::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     due = policy_->Prefetch(PolicyNow());
   }
   // One block per lock hold: staging reads NVMe, and RPCs should not wait for all of it.
   std::size_t staged = 0;
   for (const BlockKey& key : due) {
-    tiers::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     const auto e = index_.Get(key);
     if (!e || e->tiers == 0) continue;
     if (e->In(TierKind::kHost)) {

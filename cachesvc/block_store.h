@@ -39,12 +39,12 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
+#include "base/mutex.h"
 #include "cachesvc/block_index.h"
 #include "cachesvc/residency_policy.h"
 #include "cachesvc/ucx_dataplane.h"
 #include "kernels/codec.h"
 #include "proto/block_key.h"
-#include "tiers/mutex.h"
 #include "tiers/tier.h"
 
 namespace cachesvc {
@@ -65,7 +65,7 @@ struct PlacementPolicy {
 };
 
 // OK, or INVALID_ARGUMENT naming the first field out of range or the unknown policy.
-absl::Status CheckPlacementPolicy(const PlacementPolicy& p);
+[[nodiscard]] absl::Status CheckPlacementPolicy(const PlacementPolicy& p);
 
 // A placement policy as named text knobs (AdminService GetPolicy/SetPolicy, cachectl policy).
 struct PlacementKnob {
@@ -76,7 +76,8 @@ struct PlacementKnob {
 std::vector<PlacementKnob> PlacementKnobs(const PlacementPolicy& p);
 // Sets one knob of `p` from its text; INVALID_ARGUMENT for an unknown knob or a value that is
 // not a whole number of milliseconds (ranges are CheckPlacementPolicy's).
-absl::Status SetPlacementKnob(PlacementPolicy& p, std::string_view name, std::string_view value);
+[[nodiscard]] absl::Status SetPlacementKnob(PlacementPolicy& p, std::string_view name,
+                                            std::string_view value);
 
 // What one block of a load can be read as.
 struct ReadLease {
@@ -172,8 +173,8 @@ class BlockStore final : public UcxBlockHandler {
   // `tiers`: fastest first; the first must be a memory tier (host), an NVMe tier may follow.
   // Rebuilds the index from what the NVMe tier holds (a restart serves every block it indexed).
   // INVALID_ARGUMENT for a bad `placement`.
-  static absl::StatusOr<std::unique_ptr<BlockStore>> Open(std::vector<tiers::Tier*> tiers,
-                                                          const PlacementPolicy& placement = {});
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<BlockStore>> Open(
+      std::vector<tiers::Tier*> tiers, const PlacementPolicy& placement = {});
   ~BlockStore() override;
 
   // The longest prefix of `keys` that is stored, and where.
@@ -182,26 +183,27 @@ class BlockStore final : public UcxBlockHandler {
   // Read leases for the longest stored prefix of `keys` (stops at the first block not stored).
   // `one_read`: each lease ends with its data-plane read (ReadLease::ends_after_read); false for
   // holders that read the memory themselves and Release.
-  absl::StatusOr<std::vector<ReadLease>> Lease(std::string_view tenant, std::string_view salt,
-                                               std::span<const BlockKey> keys,
-                                               bool one_read = true);
+  [[nodiscard]] absl::StatusOr<std::vector<ReadLease>> Lease(std::string_view tenant,
+                                                             std::string_view salt,
+                                                             std::span<const BlockKey> keys,
+                                                             bool one_read = true);
   // Ends leases of `tenant`; NOT_FOUND names the first id that is not one of its live leases
   // (the others are still released).
-  absl::Status Release(std::string_view tenant, std::span<const std::uint64_t> lease_ids);
+  [[nodiscard]] absl::Status Release(std::string_view tenant,
+                                     std::span<const std::uint64_t> lease_ids);
   // Write leases for the keys not stored yet, each `length` bytes of `codec` for layout
   // `layout_fingerprint` (`raw_bytes` decoded). RESOURCE_EXHAUSTED when the host tier cannot
   // make room or `tenant` is over its host quota (`host_quota_bytes`, 0 = none).
-  absl::StatusOr<AllocateResult> Allocate(std::string_view tenant, std::string_view salt,
-                                          std::span<const BlockKey> keys, kernels::CodecId codec,
-                                          std::uint64_t length, std::uint64_t raw_bytes,
-                                          std::uint64_t layout_fingerprint,
-                                          std::uint64_t host_quota_bytes = 0);
+  [[nodiscard]] absl::StatusOr<AllocateResult> Allocate(
+      std::string_view tenant, std::string_view salt, std::span<const BlockKey> keys,
+      kernels::CodecId codec, std::uint64_t length, std::uint64_t raw_bytes,
+      std::uint64_t layout_fingerprint, std::uint64_t host_quota_bytes = 0);
   // Publishes written blocks. Per commit: NOT_FOUND (not a live write lease of the tenant),
   // FAILED_PRECONDITION (nothing or something else was written), INVALID_ARGUMENT (length not
   // the allocated one), DATA_LOSS (checksum does not match the bytes: the slot is freed). The
   // first failure is returned with its lease id; commits before it are kept.
-  absl::StatusOr<std::vector<BlockKey>> Commit(std::string_view tenant,
-                                               std::span<const CommitRequest> commits);
+  [[nodiscard]] absl::StatusOr<std::vector<BlockKey>> Commit(
+      std::string_view tenant, std::span<const CommitRequest> commits);
 
   // Ends leases past their timeout and reclaims their slots; returns how many ended. The
   // daemon calls it periodically; every other call also does.
@@ -210,14 +212,16 @@ class BlockStore final : public UcxBlockHandler {
   // Operators' view and actions (AdminService). Describe: NOT_FOUND for a key the tenant has
   // not stored. Evict: a key target that is leased is FAILED_PRECONDITION (nothing changes);
   // session and all targets skip leased blocks. `tier` nullopt = every tier.
-  absl::StatusOr<BlockDescription> Describe(std::string_view tenant, std::string_view salt,
-                                            const BlockKey& key) const;
-  absl::StatusOr<EvictResult> Evict(std::string_view tenant, std::string_view salt,
-                                    const EvictTarget& target, std::optional<tiers::TierKind> tier);
+  [[nodiscard]] absl::StatusOr<BlockDescription> Describe(std::string_view tenant,
+                                                          std::string_view salt,
+                                                          const BlockKey& key) const;
+  [[nodiscard]] absl::StatusOr<EvictResult> Evict(std::string_view tenant, std::string_view salt,
+                                                  const EvictTarget& target,
+                                                  std::optional<tiers::TierKind> tier);
   // The placement policy in force; Replace installs another (validated first: INVALID_ARGUMENT
   // and nothing changes), rebuilding its view of every stored block and waiting session.
   [[nodiscard]] PlacementPolicy Policy() const;
-  absl::Status SetPolicy(const PlacementPolicy& policy);
+  [[nodiscard]] absl::Status SetPolicy(const PlacementPolicy& policy);
 
   // Sessions (SessionOps and BlockService.TagBlocks tell the store; it tells the policy).
   // A session's blocks are its context's chain (keys the service derived from its tokens,
@@ -251,9 +255,10 @@ class BlockStore final : public UcxBlockHandler {
   [[nodiscard]] std::int64_t NowUs() const;
 
   // UcxBlockHandler: the data plane's requests (any thread).
-  absl::StatusOr<ReadGrant> BeginRead(std::uint64_t lease_id) override;
+  [[nodiscard]] absl::StatusOr<ReadGrant> BeginRead(std::uint64_t lease_id) override;
   void EndRead(std::uint64_t lease_id, const absl::Status& sent) override;
-  absl::StatusOr<WriteGrant> BeginWrite(std::uint64_t lease_id, std::size_t length) override;
+  [[nodiscard]] absl::StatusOr<WriteGrant> BeginWrite(std::uint64_t lease_id,
+                                                      std::size_t length) override;
   void EndWrite(std::uint64_t lease_id, const absl::Status& received) override;
 
  private:
@@ -310,16 +315,16 @@ class BlockStore final : public UcxBlockHandler {
   // owns it from then on (the key is tenant-scoped, so only that tenant can name it).
   void ClaimOwner(const BlockKey& internal, std::string_view tenant)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status Recover();
+  [[nodiscard]] absl::Status Recover();
   tiers::Tier* TierOf(tiers::TierKind kind) const;
   std::uint64_t NewLeaseId() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A host slot of `bytes`, evicting as needed.
-  absl::StatusOr<tiers::SlotId> AllocateHost(std::uint64_t bytes)
+  [[nodiscard]] absl::StatusOr<tiers::SlotId> AllocateHost(std::uint64_t bytes)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Moves the host tier's victim down (or drops it); false when nothing can leave.
   bool EvictOne(tiers::TierKind tier) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Copies the block with `internal` from NVMe into a new host slot.
-  absl::Status Stage(const BlockKey& internal, const BlockEntry& entry)
+  [[nodiscard]] absl::Status Stage(const BlockKey& internal, const BlockEntry& entry)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void EndLease(std::uint64_t id, LeaseRecord& lease) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::size_t ExpireLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -328,7 +333,7 @@ class BlockStore final : public UcxBlockHandler {
   static std::int64_t UnixMs(std::chrono::steady_clock::time_point t);
 
   const std::vector<tiers::Tier*> tiers_;
-  mutable tiers::Mutex mu_;
+  mutable Mutex mu_;
   BlockIndex index_;
   std::unique_ptr<ResidencyPolicy> policy_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::uint64_t, LeaseRecord> leases_ ABSL_GUARDED_BY(mu_);

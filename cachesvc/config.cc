@@ -11,6 +11,7 @@
 #include <utility>
 #include <variant>
 
+#include "base/errno_message.h"
 #include "cachesvc/residency_policy.h"
 #include "fmt/format.h"
 #include "toml++/toml.h"
@@ -41,7 +42,7 @@ bool ParseInt(std::string_view text, Int& out) {
 }
 
 // host:port or [ipv6]:port (and unix:/path when `allow_unix`).
-absl::Status CheckAddress(std::string_view addr, bool allow_unix) {
+[[nodiscard]] absl::Status CheckAddress(std::string_view addr, bool allow_unix) {
   if (addr.starts_with("unix:")) {
     if (!allow_unix) {
       return absl::InvalidArgumentError(
@@ -63,17 +64,19 @@ absl::Status CheckAddress(std::string_view addr, bool allow_unix) {
   return absl::OkStatus();
 }
 
-absl::Status CheckListen(const Config& c) { return CheckAddress(c.listen, /*allow_unix=*/true); }
+[[nodiscard]] absl::Status CheckListen(const Config& c) {
+  return CheckAddress(c.listen, /*allow_unix=*/true);
+}
 
 // An address that may also be "" (the feature turned off).
-absl::Status CheckOptionalAddress(const std::string& addr) {
+[[nodiscard]] absl::Status CheckOptionalAddress(const std::string& addr) {
   if (addr.empty()) return absl::OkStatus();
   return CheckAddress(addr, /*allow_unix=*/false);
 }
 
 // A UCX_TLS list: comma-separated names, optionally led by '^' (all but these). UCX itself checks
 // the names when the data plane starts; this catches what can never be one (spaces, empty items).
-absl::Status CheckUcxTransports(const Config& c) {
+[[nodiscard]] absl::Status CheckUcxTransports(const Config& c) {
   std::string_view list = c.ucx_transports;
   if (list.empty()) return absl::OkStatus();
   if (list.starts_with('^')) list.remove_prefix(1);
@@ -91,8 +94,8 @@ absl::Status CheckUcxTransports(const Config& c) {
 }
 
 // tls_cert_path and tls_key_path: both or neither, and each a readable PEM file.
-absl::Status CheckTlsFile(const std::string& path, std::string_view other_key,
-                          const std::string& other) {
+[[nodiscard]] absl::Status CheckTlsFile(const std::string& path, std::string_view other_key,
+                                        const std::string& other) {
   if (path.empty()) return absl::OkStatus();
   if (other.empty()) {
     return absl::InvalidArgumentError(
@@ -101,7 +104,7 @@ absl::Status CheckTlsFile(const std::string& path, std::string_view other_key,
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     return absl::InvalidArgumentError(
-        fmt::format("cannot read '{}': {}", path, std::strerror(errno)));
+        fmt::format("cannot read '{}': {}", path, ErrnoMessage(errno)));
   }
   std::stringstream content;
   content << in.rdbuf();
@@ -112,7 +115,7 @@ absl::Status CheckTlsFile(const std::string& path, std::string_view other_key,
   return absl::OkStatus();
 }
 
-absl::Status CheckDataDir(const Config& c) {
+[[nodiscard]] absl::Status CheckDataDir(const Config& c) {
   if (c.data_dir.empty()) return absl::InvalidArgumentError("must not be empty");
   return absl::OkStatus();
 }
@@ -120,7 +123,7 @@ absl::Status CheckDataDir(const Config& c) {
 constexpr std::array<std::string_view, 6> kLogLevels = {"trace", "debug", "info",
                                                         "warn",  "error", "off"};
 
-absl::Status CheckLogLevel(const Config& c) {
+[[nodiscard]] absl::Status CheckLogLevel(const Config& c) {
   if (std::find(kLogLevels.begin(), kLogLevels.end(), c.log_level) != kLogLevels.end()) {
     return absl::OkStatus();
   }
@@ -128,14 +131,14 @@ absl::Status CheckLogLevel(const Config& c) {
       fmt::format("'{}' is not one of trace, debug, info, warn, error, off", c.log_level));
 }
 
-absl::Status CheckRange(std::int64_t v, std::int64_t lo, std::int64_t hi) {
+[[nodiscard]] absl::Status CheckRange(std::int64_t v, std::int64_t lo, std::int64_t hi) {
   if (v >= lo && v <= hi) return absl::OkStatus();
   return absl::InvalidArgumentError(fmt::format("{} is out of range [{}, {}]", v, lo, hi));
 }
 
 bool IsPowerOfTwo(std::int64_t v) { return v > 0 && (v & (v - 1)) == 0; }
 
-absl::Status CheckCapacity(std::int64_t capacity, const Config& c) {
+[[nodiscard]] absl::Status CheckCapacity(std::int64_t capacity, const Config& c) {
   if (capacity == 0) return absl::OkStatus();
   if (capacity < c.slot_max_bytes) {
     return absl::InvalidArgumentError(
@@ -145,7 +148,8 @@ absl::Status CheckCapacity(std::int64_t capacity, const Config& c) {
   return absl::OkStatus();
 }
 
-absl::Status CheckOneOf(const std::string& value, std::initializer_list<std::string_view> allowed) {
+[[nodiscard]] absl::Status CheckOneOf(const std::string& value,
+                                      std::initializer_list<std::string_view> allowed) {
   for (std::string_view a : allowed) {
     if (value == a) return absl::OkStatus();
   }
@@ -304,12 +308,14 @@ const KeySpec* FindKey(std::string_view name) {
   return nullptr;
 }
 
-absl::Status KeyError(std::string_view key, std::string_view origin, std::string_view what) {
+[[nodiscard]] absl::Status KeyError(std::string_view key, std::string_view origin,
+                                    std::string_view what) {
   return absl::InvalidArgumentError(fmt::format("config key '{}' ({}): {}", key, origin, what));
 }
 
 // Sets a key from flag or environment text.
-absl::Status SetFromText(Config& config, const KeySpec& key, const std::string& text) {
+[[nodiscard]] absl::Status SetFromText(Config& config, const KeySpec& key,
+                                       const std::string& text) {
   if (auto* str = std::get_if<std::string Config::*>(&key.field)) {
     config.*(*str) = text;
     return absl::OkStatus();
@@ -348,7 +354,7 @@ std::string_view TomlTypeName(const toml::node& node) {
   }
 }
 
-absl::Status SetFromToml(Config& config, const KeySpec& key, const toml::node& node) {
+[[nodiscard]] absl::Status SetFromToml(Config& config, const KeySpec& key, const toml::node& node) {
   if (auto* str = std::get_if<std::string Config::*>(&key.field)) {
     const auto* v = node.as_string();
     if (v == nullptr) {
@@ -391,8 +397,8 @@ std::string TenantKey(std::size_t i, std::string_view key) {
 }
 
 // Reads and checks the i-th `[[tenants]]` table.
-absl::StatusOr<TenantConfig> ReadTenant(const toml::table& table, std::size_t i,
-                                        const std::string& origin) {
+[[nodiscard]] absl::StatusOr<TenantConfig> ReadTenant(const toml::table& table, std::size_t i,
+                                                      const std::string& origin) {
   TenantConfig tenant;
   bool has_name = false, has_tokens = false;
   for (const auto& [k, node] : table) {
@@ -459,8 +465,8 @@ absl::StatusOr<TenantConfig> ReadTenant(const toml::table& table, std::size_t i,
 }
 
 // `tenants`: an array of tables, each a tenant; names unique and no token shared by two tenants.
-absl::Status ApplyTenants(Config& config, ConfigOrigins& origins, const toml::node& node,
-                          const std::string& origin) {
+[[nodiscard]] absl::Status ApplyTenants(Config& config, ConfigOrigins& origins,
+                                        const toml::node& node, const std::string& origin) {
   const auto* list = node.as_array();
   if (list == nullptr) {
     return KeyError(
@@ -499,14 +505,15 @@ absl::Status ApplyTenants(Config& config, ConfigOrigins& origins, const toml::no
 }
 
 // Tenants have no environment or flag form; say so instead of "unknown key".
-absl::Status TenantsOnlyFromFile(std::string_view where) {
+[[nodiscard]] absl::Status TenantsOnlyFromFile(std::string_view where) {
   return absl::InvalidArgumentError(fmt::format(
       "{}: tenants are configured only in the config file, as [[tenants]] tables", where));
 }
 
 // Applies every leaf of `table` (keys may be dotted through sub-tables) and rejects unknown ones.
-absl::Status ApplyTable(Config& config, ConfigOrigins& origins, const toml::table& table,
-                        const std::string& prefix, const std::string& origin) {
+[[nodiscard]] absl::Status ApplyTable(Config& config, ConfigOrigins& origins,
+                                      const toml::table& table, const std::string& prefix,
+                                      const std::string& origin) {
   for (const auto& [k, node] : table) {
     const std::string name =
         prefix.empty() ? std::string(k.str()) : fmt::format("{}.{}", prefix, k.str());
@@ -526,11 +533,12 @@ absl::Status ApplyTable(Config& config, ConfigOrigins& origins, const toml::tabl
   return absl::OkStatus();
 }
 
-absl::Status ApplyFile(Config& config, ConfigOrigins& origins, const std::string& path) {
+[[nodiscard]] absl::Status ApplyFile(Config& config, ConfigOrigins& origins,
+                                     const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     return absl::InvalidArgumentError(
-        fmt::format("cannot read config file '{}': {}", path, std::strerror(errno)));
+        fmt::format("cannot read config file '{}': {}", path, ErrnoMessage(errno)));
   }
   std::stringstream content;
   content << in.rdbuf();
@@ -559,8 +567,10 @@ std::string TomlQuote(std::string_view s) {
 
 std::vector<ConfigKeyInfo> ConfigKeys() {
   std::vector<ConfigKeyInfo> keys;
-  for (const KeySpec& k : kKeys)
+  keys.reserve(std::size(kKeys));
+  for (const KeySpec& k : kKeys) {
     keys.push_back({k.name, k.help, EnvName(k.name), FlagName(k.name)});
+  }
   return keys;
 }
 

@@ -88,7 +88,8 @@ using ConfigOrigins = std::map<std::string, std::string, std::less<>>;
 
 // Applies the inputs over the defaults in precedence order and validates the result. When
 // `origins` is given it receives, for every key, where the value in force came from.
-absl::StatusOr<Config> LoadConfig(const ConfigInputs& inputs, ConfigOrigins* origins = nullptr);
+[[nodiscard]] absl::StatusOr<Config> LoadConfig(const ConfigInputs& inputs,
+                                                ConfigOrigins* origins = nullptr);
 
 // The effective configuration as TOML, each key followed by a comment saying where it came from.
 std::string DescribeConfig(const Config& config, const ConfigOrigins& origins);

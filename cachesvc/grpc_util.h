@@ -22,8 +22,8 @@ inline grpc::Status ToGrpc(const absl::Status& st) {
 
 // The tenant the call's bearer token names (UNAUTHENTICATED otherwise; the default tenant in open
 // mode).
-inline absl::StatusOr<const Tenant*> CallerTenant(const grpc::CallbackServerContext* context,
-                                                  const TenantRegistry& tenants) {
+[[nodiscard]] inline absl::StatusOr<const Tenant*> CallerTenant(
+    const grpc::CallbackServerContext* context, const TenantRegistry& tenants) {
   const auto& md = context->client_metadata();
   auto it = md.find("authorization");
   const std::string value =

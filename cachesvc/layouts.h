@@ -19,8 +19,8 @@
 #include <string>
 #include <utility>
 
+#include "base/mutex.h"
 #include "proto/layout.h"
-#include "tiers/mutex.h"
 
 namespace cachesvc {
 
@@ -29,21 +29,21 @@ class KnownLayouts {
   // Records that an engine of `tenant` registered `layout` (already validated).
   void Add(const std::string& tenant, const ModelLayout& layout) {
     const std::uint64_t fingerprint = layout.Fingerprint();
-    tiers::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     layouts_.insert_or_assign(std::make_pair(tenant, fingerprint), layout);
   }
 
   // The layout of `fingerprint` an engine of `tenant` registered, or nullopt.
   [[nodiscard]] std::optional<ModelLayout> Find(const std::string& tenant,
                                                 std::uint64_t fingerprint) const {
-    tiers::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     auto it = layouts_.find(std::make_pair(tenant, fingerprint));
     if (it == layouts_.end()) return std::nullopt;
     return it->second;
   }
 
  private:
-  mutable tiers::Mutex mu_;
+  mutable Mutex mu_;
   std::map<std::pair<std::string, std::uint64_t>, ModelLayout> layouts_ ABSL_GUARDED_BY(mu_);
 };
 

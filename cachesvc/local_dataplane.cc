@@ -14,6 +14,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "base/errno_message.h"
 #include "cachesvc/block_store.h"
 #include "cachesvc/local_protocol.h"
 #include "cachesvc/rpc_metrics.h"
@@ -23,7 +24,7 @@
 namespace cachesvc {
 namespace {
 
-std::string Errno() { return std::strerror(errno); }
+std::string Errno() { return ErrnoMessage(errno); }
 
 // The reply frame for an error.
 std::string ErrorReply(const absl::Status& st) {
@@ -31,7 +32,7 @@ std::string ErrorReply(const absl::Status& st) {
       .Finish();
 }
 
-absl::StatusOr<std::vector<BlockKey>> ParseKeys(local::Reader& r) {
+[[nodiscard]] absl::StatusOr<std::vector<BlockKey>> ParseKeys(local::Reader& r) {
   auto n = r.U32();
   if (!n) return absl::InvalidArgumentError("truncated request: no key count");
   if (*n > local::kMaxItems) {
@@ -53,7 +54,8 @@ absl::StatusOr<std::vector<BlockKey>> ParseKeys(local::Reader& r) {
 }
 
 // The keys of the full blocks of the tokens in `r` (u32 n, n x u32), as LookupPrefix derives them.
-absl::StatusOr<std::vector<BlockKey>> DeriveKeys(const LocalEngine& engine, local::Reader& r) {
+[[nodiscard]] absl::StatusOr<std::vector<BlockKey>> DeriveKeys(const LocalEngine& engine,
+                                                               local::Reader& r) {
   auto n = r.U32();
   if (!n) return absl::InvalidArgumentError("truncated request: no token count");
   if (r.remaining() != static_cast<std::size_t>(*n) * 4) {

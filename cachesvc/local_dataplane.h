@@ -90,7 +90,7 @@ class LocalDataPlane {
         resolver_(std::move(resolver)),
         metrics_(metrics) {}
 
-  absl::Status Init();
+  [[nodiscard]] absl::Status Init();
   void Loop();
   // Handles every whole frame in the connection's buffer; false when the connection must close.
   bool HandleFrames(Connection& c);

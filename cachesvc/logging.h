@@ -17,7 +17,7 @@ namespace cachesvc {
 
 // `level` is one of trace, debug, info, warn, error, off (config key log_level). Called again
 // (SIGHUP), it changes the level only.
-absl::Status SetUpLogging(std::string_view level);
+[[nodiscard]] absl::Status SetUpLogging(std::string_view level);
 
 // Lines dropped so far because stderr could not take them (metric
 // cachesvc_log_lines_dropped_total).

@@ -11,8 +11,8 @@
 #include <map>
 #include <optional>
 
-#include "CLI/CLI.hpp"
 #include "absl/time/clock.h"
+#include "base/cli11.h"
 #include "cachesvc/config.h"
 #include "cachesvc/logging.h"
 #include "cachesvc/server.h"

@@ -184,7 +184,7 @@ void AppendLabels(fmt::memory_buffer* out, const Labels& labels,
 // One family as rendered: static metrics and collector samples merged.
 using SampleValue = std::variant<uint64_t, double, HistogramSnapshot>;
 struct RenderFamily {
-  Type type;
+  Type type = Type::kCounter;
   std::string help;
   std::map<Labels, SampleValue> series;
 };
@@ -287,7 +287,7 @@ void Collector::AddCounter(std::string_view name, std::string_view help, const L
 // ---- Registry ----
 
 struct Registry::Family {
-  Type type;
+  Type type = Type::kCounter;
   std::string help;
   std::vector<double> bounds;  // histograms only
   std::map<Labels, std::unique_ptr<Counter>> counters;
@@ -332,17 +332,17 @@ void Registry::Misuse(const std::string& message) const {
 template <typename Metric>
 Metric& Registry::GetOrCreate(std::string_view name, std::string_view help, const Labels& labels,
                               std::span<const double> bounds_in) {
-  constexpr Type type = TypeOf<Metric>();
+  constexpr Type kType = TypeOf<Metric>();
   Labels sorted;
   std::vector<double> bounds;
-  std::string problem = CheckName(name, type);
-  if (problem.empty()) problem = CanonicalLabels(name, labels, type, &sorted);
-  if constexpr (type == Type::kHistogram) {
+  std::string problem = CheckName(name, kType);
+  if (problem.empty()) problem = CanonicalLabels(name, labels, kType, &sorted);
+  if constexpr (kType == Type::kHistogram) {
     std::string bounds_problem = CheckBounds(name, bounds_in, &bounds);
     if (problem.empty()) problem = std::move(bounds_problem);
   }
 
-  tiers::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   if (problem.empty()) {
     auto it = families_.find(name);
     if (it == families_.end()) {
@@ -353,17 +353,17 @@ Metric& Registry::GetOrCreate(std::string_view name, std::string_view help, cons
         if (found == families_.end()) return std::nullopt;
         return found->second->type;
       };
-      problem = SuffixClash(name, type, type_of);
+      problem = SuffixClash(name, kType, type_of);
       if (problem.empty()) {
         auto family = std::make_unique<Family>();
-        family->type = type;
+        family->type = kType;
         family->help = std::string(help);
         family->bounds = bounds;
         it = families_.emplace(std::string(name), std::move(family)).first;
       }
-    } else if (it->second->type != type) {
+    } else if (it->second->type != kType) {
       problem = fmt::format("metric '{}' is a {}, asked for as a {}", name,
-                            TypeName(it->second->type), TypeName(type));
+                            TypeName(it->second->type), TypeName(kType));
     }
     if (problem.empty()) {
       Family& family = *it->second;
@@ -371,7 +371,7 @@ Metric& Registry::GetOrCreate(std::string_view name, std::string_view help, cons
         Misuse(
             fmt::format("metric '{}' asked for with help '{}', has '{}'", name, help, family.help));
       }
-      if (type == Type::kHistogram && family.bounds != bounds) {
+      if (kType == Type::kHistogram && family.bounds != bounds) {
         Misuse(fmt::format("histogram '{}' asked for with other bucket bounds than it has", name));
       }
       return family.Series<Metric>(sorted);
@@ -380,7 +380,7 @@ Metric& Registry::GetOrCreate(std::string_view name, std::string_view help, cons
 
   Misuse(problem);
   auto family = std::make_unique<Family>();
-  family->type = type;
+  family->type = kType;
   family->bounds = std::move(bounds);
   Metric& metric = family->Series<Metric>(labels);
   detached_.push_back(std::move(family));
@@ -401,7 +401,7 @@ Histogram& Registry::histogram(std::string_view name, std::string_view help, con
 }
 
 Registry::CollectorId Registry::AddCollector(std::function<void(Collector&)> collect) {
-  tiers::MutexLock lock(&collectors_mu_);
+  MutexLock lock(&collectors_mu_);
   const CollectorId id = next_collector_id_++;
   collectors_.emplace(id, std::move(collect));
   return id;
@@ -423,13 +423,13 @@ Registry::CollectorId Registry::gauge_fn(std::string_view name, std::string_view
 }
 
 void Registry::RemoveCollector(CollectorId id) {
-  tiers::MutexLock lock(&collectors_mu_);
+  MutexLock lock(&collectors_mu_);
   collectors_.erase(id);
 }
 
 std::vector<Collector::Sample> Registry::RunCollectors() const {
   std::vector<Collector::Sample> samples;
-  tiers::MutexLock lock(&collectors_mu_);
+  MutexLock lock(&collectors_mu_);
   for (const auto& [id, collect] : collectors_) {
     Collector collector;
     collect(collector);
@@ -444,7 +444,7 @@ std::string Registry::Render() const {
 
   std::map<std::string, RenderFamily, std::less<>> families;
   {
-    tiers::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     for (const auto& [name, family] : families_) {
       RenderFamily& out = families[name];
       out.type = family->type;

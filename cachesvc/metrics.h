@@ -38,7 +38,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "tiers/mutex.h"
+#include "base/mutex.h"
 
 namespace cachesvc::metrics {
 
@@ -198,14 +198,14 @@ class Registry {
   // Constant after construction.
   const Options options_;
 
-  mutable tiers::Mutex mu_;
+  mutable Mutex mu_;
   std::map<std::string, std::unique_ptr<Family>, std::less<>> families_ ABSL_GUARDED_BY(mu_);
   // Metrics handed out after a misuse: they work, are never rendered.
   std::vector<std::unique_ptr<Family>> detached_ ABSL_GUARDED_BY(mu_);
 
   // Held while collectors run (so scrapes run them one at a time), so that RemoveCollector waits
   // for a running collector.
-  mutable tiers::Mutex collectors_mu_;
+  mutable Mutex collectors_mu_;
   std::map<CollectorId, std::function<void(Collector&)>> collectors_
       ABSL_GUARDED_BY(collectors_mu_);
   CollectorId next_collector_id_ ABSL_GUARDED_BY(collectors_mu_) = 1;

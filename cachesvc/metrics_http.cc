@@ -1,6 +1,7 @@
 // cachesvc/metrics_http.cc: HttpExporter over cpp-httplib (Debian's libcpp-httplib, built with
 // its OpenSSL/zlib/brotli options, which the pkg-config target passes to every includer).
 #include "cachesvc/metrics_http.h"
+#include "base/errno_message.h"
 
 #include <fcntl.h>
 #include <httplib.h>
@@ -28,7 +29,7 @@ struct HostPort {
   int port = 0;
 };
 
-absl::Status ParseAddress(const std::string& address, HostPort* out) {
+[[nodiscard]] absl::Status ParseAddress(const std::string& address, HostPort* out) {
   const auto colon = address.rfind(':');
   if (colon == std::string::npos) {
     return absl::InvalidArgumentError(
@@ -106,7 +107,7 @@ absl::Status HttpExporter::Start() {
     const int err = errno;
     return absl::UnavailableError(
         fmt::format("metrics HTTP exporter cannot listen on {}: {}", configured_address_,
-                    err != 0 ? std::strerror(err) : "cannot resolve or bind the address"));
+                    err != 0 ? ErrnoMessage(err) : "cannot resolve or bind the address"));
   }
 
   host_ = where.host;

@@ -111,7 +111,7 @@ std::unique_ptr<ResidencyPolicy> MakeBeladyPolicy(const std::vector<std::vector<
 
 // The policies the daemon runs (its `policy` key, AdminService SetPolicy): cachesvc, lru-tiered,
 // ttl-pin. INVALID_ARGUMENT naming them otherwise.
-absl::Status CheckPolicyName(std::string_view name);
+[[nodiscard]] absl::Status CheckPolicyName(std::string_view name);
 
 // The largest placement knobs the daemon accepts, from its config and from AdminService
 // SetPolicy alike (the smallest are 0 ms for the lead, 1 ms for the others).

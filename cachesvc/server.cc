@@ -14,6 +14,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "base/errno_message.h"
 #include "cachesvc/block_service.h"
 #include "cachesvc/block_store.h"
 #include "cachesvc/layouts.h"
@@ -58,7 +59,7 @@ absl::Status ProbeListenAddress(const std::string& address) {
     ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     if (::bind(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
       status = absl::UnavailableError(
-          fmt::format("cannot listen on {}: {}", address, std::strerror(errno)));
+          fmt::format("cannot listen on {}: {}", address, ErrnoMessage(errno)));
     }
     ::close(fd);
     break;  // gRPC binds the first usable address too
@@ -89,7 +90,7 @@ void RouteGrpcLogging() { gpr_set_log_function(LogGrpcLine); }
 
 namespace {
 
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
+[[nodiscard]] absl::StatusOr<std::string> ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::InvalidArgumentError(fmt::format("cannot read {}", path));
   std::stringstream buf;
@@ -234,13 +235,15 @@ absl::Status Server::StartLocalDataPlane(const LocalOptions& options, TierSet* t
 }
 
 void Server::ReapLeases() {
-  std::unique_lock lock(reaper_mu_);
   auto next_expiry = std::chrono::steady_clock::now();
-  while (!stopping_) {
-    // Prefetches are due to the millisecond scale of tool calls; lease expiry is coarser.
-    reaper_cv_.wait_for(lock, std::chrono::milliseconds(50));
-    if (stopping_) break;
-    lock.unlock();
+  for (;;) {
+    {
+      // Prefetches are due to the millisecond scale of tool calls; lease expiry is coarser.
+      MutexLock lock(&reaper_mu_);
+      reaper_cv_.WaitFor(&reaper_mu_, std::chrono::milliseconds(50),
+                         [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(reaper_mu_) { return stopping_; });
+      if (stopping_) return;
+    }
     if (std::size_t n = store_->Prefetch(); n > 0) {
       spdlog::debug("staged {} blocks of sessions due back", n);
     }
@@ -248,7 +251,6 @@ void Server::ReapLeases() {
       if (std::size_t n = store_->ExpireLeases(); n > 0) spdlog::info("{} leases timed out", n);
       next_expiry = std::chrono::steady_clock::now() + std::chrono::seconds(1);
     }
-    lock.lock();
   }
 }
 
@@ -278,10 +280,10 @@ void Server::Shutdown(std::chrono::milliseconds drain_timeout) {
     server_->Wait();
   }
   {
-    std::lock_guard lock(reaper_mu_);
+    MutexLock lock(&reaper_mu_);
     stopping_ = true;
   }
-  reaper_cv_.notify_all();
+  reaper_cv_.SignalAll();
   if (reaper_.joinable()) reaper_.join();
   if (ucx_ != nullptr) {
     ucx_->SetHandler(nullptr);

@@ -16,15 +16,14 @@
 #pragma once
 
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 
 #include "absl/status/statusor.h"
+#include "base/mutex.h"
 #include "cachesvc/admin_service.h"
 #include "cachesvc/config.h"
 #include "cachesvc/tier_set.h"
@@ -58,9 +57,8 @@ class Server {
   // use") when it cannot listen there.
   // `tiers` (may be null: no block store, no BlockService) must outlive the server; tenant salts
   // live under `data_dir`.
-  static absl::StatusOr<std::unique_ptr<Server>> Start(const Config& config, DaemonInfo info,
-                                                       TierSet* tiers,
-                                                       const std::filesystem::path& data_dir);
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<Server>> Start(
+      const Config& config, DaemonInfo info, TierSet* tiers, const std::filesystem::path& data_dir);
 
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
@@ -73,7 +71,7 @@ class Server {
   [[nodiscard]] std::string metrics_address() const;
   // Applies what can change live (tenants' tokens, quotas and codecs); the summary of what
   // changed, or the error (nothing changed then).
-  absl::StatusOr<std::string> Reload(const Config& config);
+  [[nodiscard]] absl::StatusOr<std::string> Reload(const Config& config);
 
   // Drains and stops: see the header comment. Returns when the server has stopped.
   void Shutdown(std::chrono::milliseconds drain_timeout);
@@ -82,7 +80,7 @@ class Server {
   Server() = default;
   void ReapLeases();
   // Shares the host tier's arena with engines on this host (docs/local.md).
-  absl::Status StartLocalDataPlane(const LocalOptions& options, TierSet* tiers);
+  [[nodiscard]] absl::Status StartLocalDataPlane(const LocalOptions& options, TierSet* tiers);
 
   bool keep_volatile_on_exit_ = true;
   std::unique_ptr<TenantRegistry> tenants_;
@@ -101,9 +99,9 @@ class Server {
   std::unique_ptr<grpc::Server> server_;
   std::string address_;
   std::thread reaper_;
-  std::mutex reaper_mu_;
-  std::condition_variable reaper_cv_;
-  bool stopping_ = false;
+  Mutex reaper_mu_;
+  CondVar reaper_cv_;
+  bool stopping_ ABSL_GUARDED_BY(reaper_mu_) = false;
   bool shut_down_ = false;
 };
 
@@ -111,7 +109,7 @@ class Server {
 // with the exact reason ("Address already in use", "Cannot assign requested address"). Start()
 // checks this itself; the daemon also calls it before taking the data folder, so a bad address
 // leaves no trace on disk. unix: addresses are not probed.
-absl::Status ProbeListenAddress(const std::string& address);
+[[nodiscard]] absl::Status ProbeListenAddress(const std::string& address);
 
 // Routes gRPC's internal log lines into spdlog (errors as errors, the rest at debug and below).
 void RouteGrpcLogging();

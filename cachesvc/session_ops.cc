@@ -14,7 +14,7 @@
 namespace cachesvc {
 namespace {
 
-absl::Status CheckSessionId(const std::string& id, const char* field = "session_id") {
+[[nodiscard]] absl::Status CheckSessionId(const std::string& id, const char* field = "session_id") {
   if (id.empty()) return absl::InvalidArgumentError(fmt::format("{}: empty", field));
   if (id.size() > SessionOps::kMaxIdBytes) {
     return absl::InvalidArgumentError(
@@ -23,7 +23,7 @@ absl::Status CheckSessionId(const std::string& id, const char* field = "session_
   return absl::OkStatus();
 }
 
-absl::Status CheckClientId(const std::string& id) {
+[[nodiscard]] absl::Status CheckClientId(const std::string& id) {
   if (id.size() > SessionOps::kMaxIdBytes) {
     return absl::InvalidArgumentError(
         fmt::format("client_session_id: {} bytes, at most {}", id.size(), SessionOps::kMaxIdBytes));
@@ -31,7 +31,7 @@ absl::Status CheckClientId(const std::string& id) {
   return absl::OkStatus();
 }
 
-absl::Status CheckDuration(std::uint32_t ms, const char* field) {
+[[nodiscard]] absl::Status CheckDuration(std::uint32_t ms, const char* field) {
   if (ms > SessionOps::kMaxDurationMs) {
     return absl::InvalidArgumentError(
         fmt::format("{}: {} ms, at most {} (a day)", field, ms, SessionOps::kMaxDurationMs));
@@ -81,7 +81,7 @@ SessionOps::SessionOps(SessionStore* store, BlockStore* blocks, const KnownLayou
                                    std::chrono::system_clock::now().time_since_epoch())
                                    .count();
   std::int64_t latest_us = 0;
-  tiers::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   for (const Session& s : store_->List()) {
     latest_us = std::max(latest_us, s.last_active_us);
     if (s.state != SessionState::kClosed) ++open_[s.tenant];
@@ -97,7 +97,7 @@ std::int64_t SessionOps::NowUs() const {
 }
 
 std::uint64_t SessionOps::open_sessions() const {
-  tiers::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   std::uint64_t n = 0;
   for (const auto& [tenant, count] : open_) n += static_cast<std::uint64_t>(count);
   return n;
@@ -142,7 +142,7 @@ absl::StatusOr<v1::OpenSessionResponse> SessionOps::Open(const Tenant& tenant,
   args.block_tokens = layout->block_tokens;
   args.seed = KeyChainSeed(tenant.salt(), req.layout_fingerprint());
   args.tokens.assign(req.tokens().begin(), req.tokens().end());
-  tiers::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   if (absl::Status st = CheckQuota(tenant); !st.ok()) return st;
   auto id = store_->OpenSession(args, NowUs());
   if (!id.ok()) return id.status();
@@ -157,7 +157,7 @@ absl::StatusOr<v1::AppendTokensResponse> SessionOps::Append(const Tenant& tenant
                                                             const v1::AppendTokensRequest& req) {
   if (absl::Status st = CheckSessionId(req.session_id()); !st.ok()) return st;
   if (req.tokens().empty()) return absl::InvalidArgumentError("tokens: empty; nothing to append");
-  tiers::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   // Changes are serialized here, so the size read now is the size the append starts from.
   auto before = store_->Get(tenant.name(), req.session_id());
   if (!before.ok()) return before.status();
@@ -191,7 +191,7 @@ absl::StatusOr<v1::BeginToolCallResponse> SessionOps::BeginToolCall(
         fmt::format("tool_name: {} bytes, at most {}", req.tool_name().size(), kMaxToolNameBytes));
   }
   if (absl::Status st = CheckDuration(req.expected_ms(), "expected_ms"); !st.ok()) return st;
-  tiers::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto expected_us =
       store_->BeginToolCall(tenant.name(), req.session_id(), StoreToolName(tenant, req.tool_name()),
                             std::int64_t{req.expected_ms()} * 1000, NowUs());
@@ -208,7 +208,7 @@ absl::StatusOr<v1::BeginToolCallResponse> SessionOps::BeginToolCall(
 absl::StatusOr<v1::EndToolCallResponse> SessionOps::EndToolCall(const Tenant& tenant,
                                                                 const v1::EndToolCallRequest& req) {
   if (absl::Status st = CheckSessionId(req.session_id()); !st.ok()) return st;
-  tiers::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto elapsed_us = store_->EndToolCall(tenant.name(), req.session_id(), NowUs());
   if (!elapsed_us.ok()) return elapsed_us.status();
   if (blocks_ != nullptr) blocks_->SessionToolCallEnded(tenant.name(), req.session_id());
@@ -222,7 +222,7 @@ absl::StatusOr<v1::ForkSessionResponse> SessionOps::Fork(const Tenant& tenant,
   if (absl::Status st = CheckSessionId(req.session_id()); !st.ok()) return st;
   if (absl::Status st = CheckClientId(req.client_session_id()); !st.ok()) return st;
   if (draining()) return absl::UnavailableError("the daemon is draining; no new sessions");
-  tiers::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   if (absl::Status st = CheckQuota(tenant); !st.ok()) {
     // An unknown or closed parent says so first: the quota is not the caller's problem then.
     auto parent = store_->Get(tenant.name(), req.session_id());
@@ -241,7 +241,7 @@ absl::StatusOr<v1::ForkSessionResponse> SessionOps::Fork(const Tenant& tenant,
 absl::StatusOr<v1::TruncateSessionResponse> SessionOps::Truncate(
     const Tenant& tenant, const v1::TruncateSessionRequest& req) {
   if (absl::Status st = CheckSessionId(req.session_id()); !st.ok()) return st;
-  tiers::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   if (absl::Status st =
           store_->Truncate(tenant.name(), req.session_id(), req.keep_tokens(), NowUs());
       !st.ok()) {
@@ -257,7 +257,7 @@ absl::StatusOr<v1::PinSessionResponse> SessionOps::Pin(const Tenant& tenant,
                                                        const v1::PinSessionRequest& req) {
   if (absl::Status st = CheckSessionId(req.session_id()); !st.ok()) return st;
   if (absl::Status st = CheckDuration(req.duration_ms(), "duration_ms"); !st.ok()) return st;
-  tiers::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   if (absl::Status st = store_->Pin(tenant.name(), req.session_id(),
                                     std::int64_t{req.duration_ms()} * 1000, NowUs());
       !st.ok()) {
@@ -274,7 +274,7 @@ absl::StatusOr<v1::PinSessionResponse> SessionOps::Pin(const Tenant& tenant,
 absl::StatusOr<v1::CloseSessionResponse> SessionOps::Close(const Tenant& tenant,
                                                            const v1::CloseSessionRequest& req) {
   if (absl::Status st = CheckSessionId(req.session_id()); !st.ok()) return st;
-  tiers::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   if (absl::Status st = store_->Close(tenant.name(), req.session_id(), NowUs()); !st.ok()) {
     return st;
   }
@@ -291,7 +291,7 @@ absl::Status SessionOps::CheckSession(const Tenant& tenant, const std::string& s
 absl::Status SessionOps::Tag(const Tenant& tenant, const std::string& session_id,
                              std::span<const BlockKey> keys) {
   if (absl::Status st = CheckSessionId(session_id); !st.ok()) return st;
-  tiers::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto session = store_->Get(tenant.name(), session_id);
   if (!session.ok()) return session.status();
   if (session->state == SessionState::kClosed) {
@@ -304,7 +304,7 @@ absl::Status SessionOps::Tag(const Tenant& tenant, const std::string& session_id
 
 std::size_t SessionOps::RestoreBlockState(const TenantRegistry& tenants) {
   if (blocks_ == nullptr) return 0;
-  tiers::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   const std::int64_t now_us = NowUs();
   std::size_t told = 0;
   for (const Session& s : store_->List()) {

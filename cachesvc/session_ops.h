@@ -38,13 +38,13 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "base/mutex.h"
 #include "cachesvc/block_store.h"
 #include "cachesvc/layouts.h"
 #include "cachesvc/session_store.h"
 #include "cachesvc/tenants.h"
 #include "cachesvc/v1/cachesvc.pb.h"
 #include "tiers/clock.h"
-#include "tiers/mutex.h"
 
 namespace cachesvc {
 
@@ -73,35 +73,37 @@ class SessionOps {
   SessionOps(SessionStore* store, BlockStore* blocks, const KnownLayouts* layouts,
              const tiers::Clock* clock = tiers::RealClock::Default());
 
-  absl::StatusOr<v1::OpenSessionResponse> Open(const Tenant& tenant,
-                                               const v1::OpenSessionRequest& req);
-  absl::StatusOr<v1::AppendTokensResponse> Append(const Tenant& tenant,
-                                                  const v1::AppendTokensRequest& req);
-  absl::StatusOr<v1::BeginToolCallResponse> BeginToolCall(const Tenant& tenant,
-                                                          const v1::BeginToolCallRequest& req);
-  absl::StatusOr<v1::EndToolCallResponse> EndToolCall(const Tenant& tenant,
-                                                      const v1::EndToolCallRequest& req);
-  absl::StatusOr<v1::ForkSessionResponse> Fork(const Tenant& tenant,
-                                               const v1::ForkSessionRequest& req);
-  absl::StatusOr<v1::TruncateSessionResponse> Truncate(const Tenant& tenant,
-                                                       const v1::TruncateSessionRequest& req);
-  absl::StatusOr<v1::PinSessionResponse> Pin(const Tenant& tenant,
-                                             const v1::PinSessionRequest& req);
-  absl::StatusOr<v1::CloseSessionResponse> Close(const Tenant& tenant,
-                                                 const v1::CloseSessionRequest& req);
-  absl::StatusOr<v1::SessionInfo> Get(const Tenant& tenant, const v1::GetSessionRequest& req);
+  [[nodiscard]] absl::StatusOr<v1::OpenSessionResponse> Open(const Tenant& tenant,
+                                                             const v1::OpenSessionRequest& req);
+  [[nodiscard]] absl::StatusOr<v1::AppendTokensResponse> Append(const Tenant& tenant,
+                                                                const v1::AppendTokensRequest& req);
+  [[nodiscard]] absl::StatusOr<v1::BeginToolCallResponse> BeginToolCall(
+      const Tenant& tenant, const v1::BeginToolCallRequest& req);
+  [[nodiscard]] absl::StatusOr<v1::EndToolCallResponse> EndToolCall(
+      const Tenant& tenant, const v1::EndToolCallRequest& req);
+  [[nodiscard]] absl::StatusOr<v1::ForkSessionResponse> Fork(const Tenant& tenant,
+                                                             const v1::ForkSessionRequest& req);
+  [[nodiscard]] absl::StatusOr<v1::TruncateSessionResponse> Truncate(
+      const Tenant& tenant, const v1::TruncateSessionRequest& req);
+  [[nodiscard]] absl::StatusOr<v1::PinSessionResponse> Pin(const Tenant& tenant,
+                                                           const v1::PinSessionRequest& req);
+  [[nodiscard]] absl::StatusOr<v1::CloseSessionResponse> Close(const Tenant& tenant,
+                                                               const v1::CloseSessionRequest& req);
+  [[nodiscard]] absl::StatusOr<v1::SessionInfo> Get(const Tenant& tenant,
+                                                    const v1::GetSessionRequest& req);
   // The tenant's session exists (open or closed): OK, else NOT_FOUND (or INVALID_ARGUMENT for a
   // malformed id).
-  absl::Status CheckSession(const Tenant& tenant, const std::string& session_id) const;
+  [[nodiscard]] absl::Status CheckSession(const Tenant& tenant,
+                                          const std::string& session_id) const;
   // Records that the engine's `keys` (its own, as given to BlockService) hold the session's
   // context (TagBlocks): they count as the session's blocks for placement and eviction.
   // NOT_FOUND for another tenant's or an unknown session, FAILED_PRECONDITION for a closed one.
-  absl::Status Tag(const Tenant& tenant, const std::string& session_id,
-                   std::span<const BlockKey> keys);
+  [[nodiscard]] absl::Status Tag(const Tenant& tenant, const std::string& session_id,
+                                 std::span<const BlockKey> keys);
   // The tenant's sessions in id order, without tokens or block locations (GetSession has them).
   // page_token is the last id of the previous page.
-  absl::StatusOr<v1::ListSessionsResponse> List(const Tenant& tenant,
-                                                const v1::ListSessionsRequest& req) const;
+  [[nodiscard]] absl::StatusOr<v1::ListSessionsResponse> List(
+      const Tenant& tenant, const v1::ListSessionsRequest& req) const;
 
   // From now on Open and Fork are UNAVAILABLE. Not undone (the daemon is on its way out).
   void SetDraining() { draining_.store(true, std::memory_order_relaxed); }
@@ -113,7 +115,8 @@ class SessionOps {
 
  private:
   // RESOURCE_EXHAUSTED when the tenant may not hold one more open session.
-  absl::Status CheckQuota(const Tenant& tenant) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  [[nodiscard]] absl::Status CheckQuota(const Tenant& tenant) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Tells the block store the session's chain as it is now (after a change).
   void SyncBlocks(const Tenant& tenant, const std::string& session_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -127,7 +130,7 @@ class SessionOps {
   std::int64_t base_us_ = 0;
   std::atomic<bool> draining_{false};
 
-  mutable tiers::Mutex mu_;
+  mutable Mutex mu_;
   // Sessions not closed, per tenant: counted from the store at construction, then kept by the
   // changes made here (every open, fork and close of the daemon goes through this object).
   std::map<std::string, std::int64_t> open_ ABSL_GUARDED_BY(mu_);

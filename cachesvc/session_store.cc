@@ -16,7 +16,7 @@ namespace {
 constexpr std::string_view kSessionPrefix = "s/";
 constexpr std::string_view kToolPrefix = "t/";
 
-absl::Status FromRocks(const rocksdb::Status& s, std::string_view what) {
+[[nodiscard]] absl::Status FromRocks(const rocksdb::Status& s, std::string_view what) {
   if (s.ok()) return absl::OkStatus();
   const std::string message = fmt::format("session store {}: {}", what, s.ToString());
   if (s.IsNoSpace()) return absl::ResourceExhaustedError(message);
@@ -46,7 +46,7 @@ internal::SessionRecord ToRecord(const Session& s) {
   return r;
 }
 
-absl::StatusOr<Session> FromRecord(const internal::SessionRecord& r) {
+[[nodiscard]] absl::StatusOr<Session> FromRecord(const internal::SessionRecord& r) {
   Session s;
   s.id = r.id();
   s.tenant = r.tenant();
@@ -72,7 +72,7 @@ absl::StatusOr<Session> FromRecord(const internal::SessionRecord& r) {
   return s;
 }
 
-absl::Status CheckTime(const Session& s, std::int64_t now_us) {
+[[nodiscard]] absl::Status CheckTime(const Session& s, std::int64_t now_us) {
   if (now_us < s.last_active_us) {
     return absl::InvalidArgumentError(fmt::format(
         "time went backwards for session '{}': {} us is before its last change at {} us", s.id,
@@ -112,7 +112,7 @@ absl::StatusOr<std::unique_ptr<SessionStore>> SessionStore::Open(
     return s;
   }
   std::unique_ptr<SessionStore> store(new SessionStore(std::unique_ptr<rocksdb::DB>(raw)));
-  tiers::MutexLock lock(&store->mu_);
+  MutexLock lock(&store->mu_);
   std::unique_ptr<rocksdb::Iterator> it(store->db_->NewIterator(rocksdb::ReadOptions()));
   for (it->SeekToFirst(); it->Valid(); it->Next()) {
     const std::string key = it->key().ToString();
@@ -189,7 +189,7 @@ absl::StatusOr<std::string> SessionStore::OpenSession(const OpenSessionArgs& arg
         fmt::format("client_session_id is {} bytes, at most {} allowed",
                     args.client_session_id.size(), kMaxClientIdBytes));
   }
-  tiers::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   Session s;
   s.id = NewId();
   s.tenant = args.tenant;
@@ -209,7 +209,7 @@ absl::StatusOr<std::vector<BlockKey>> SessionStore::Append(const std::string& te
                                                            const std::string& id,
                                                            std::span<const std::uint32_t> tokens,
                                                            std::int64_t now_us) {
-  tiers::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto found = Find(tenant, id, false);
   if (!found.ok()) return found.status();
   Session s = **found;
@@ -241,7 +241,7 @@ absl::StatusOr<std::int64_t> SessionStore::BeginToolCall(const std::string& tena
                                                          std::int64_t now_us) {
   if (tool_name.empty()) return absl::InvalidArgumentError("tool_name must not be empty");
   if (expected_us < 0) return absl::InvalidArgumentError("expected duration must not be negative");
-  tiers::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto found = Find(tenant, id, false);
   if (!found.ok()) return found.status();
   Session s = **found;
@@ -263,7 +263,7 @@ absl::StatusOr<std::int64_t> SessionStore::BeginToolCall(const std::string& tena
 
 absl::StatusOr<std::int64_t> SessionStore::EndToolCall(const std::string& tenant,
                                                        const std::string& id, std::int64_t now_us) {
-  tiers::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto found = Find(tenant, id, false);
   if (!found.ok()) return found.status();
   Session s = **found;
@@ -288,7 +288,7 @@ absl::StatusOr<std::string> SessionStore::Fork(const std::string& tenant, const 
   if (client_session_id.size() > kMaxClientIdBytes) {
     return absl::InvalidArgumentError("client_session_id is too long");
   }
-  tiers::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto found = Find(tenant, id, false);
   if (!found.ok()) return found.status();
   if (absl::Status st = CheckTime(**found, now_us); !st.ok()) return st;
@@ -306,7 +306,7 @@ absl::StatusOr<std::string> SessionStore::Fork(const std::string& tenant, const 
 
 absl::Status SessionStore::Truncate(const std::string& tenant, const std::string& id,
                                     std::uint64_t keep_tokens, std::int64_t now_us) {
-  tiers::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto found = Find(tenant, id, false);
   if (!found.ok()) return found.status();
   Session s = **found;
@@ -324,7 +324,7 @@ absl::Status SessionStore::Truncate(const std::string& tenant, const std::string
 absl::Status SessionStore::Pin(const std::string& tenant, const std::string& id,
                                std::int64_t duration_us, std::int64_t now_us) {
   if (duration_us < 0) return absl::InvalidArgumentError("pin duration must not be negative");
-  tiers::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto found = Find(tenant, id, false);
   if (!found.ok()) return found.status();
   Session s = **found;
@@ -336,7 +336,7 @@ absl::Status SessionStore::Pin(const std::string& tenant, const std::string& id,
 
 absl::Status SessionStore::Close(const std::string& tenant, const std::string& id,
                                  std::int64_t now_us) {
-  tiers::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto found = Find(tenant, id, false);
   if (!found.ok()) return found.status();
   Session s = **found;
@@ -349,7 +349,7 @@ absl::Status SessionStore::Close(const std::string& tenant, const std::string& i
 }
 
 absl::StatusOr<Session> SessionStore::Get(const std::string& tenant, const std::string& id) const {
-  tiers::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto it = sessions_.find(id);
   if (it == sessions_.end() || it->second.tenant != tenant) {
     return absl::NotFoundError(fmt::format("no session '{}'", id));
@@ -358,7 +358,7 @@ absl::StatusOr<Session> SessionStore::Get(const std::string& tenant, const std::
 }
 
 std::vector<Session> SessionStore::List(const std::string& tenant) const {
-  tiers::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   std::vector<Session> out;
   for (const auto& [id, s] : sessions_) {
     if (tenant.empty() || s.tenant == tenant) out.push_back(s);
@@ -367,14 +367,14 @@ std::vector<Session> SessionStore::List(const std::string& tenant) const {
 }
 
 std::map<SessionState, std::size_t> SessionStore::CountByState() const {
-  tiers::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   std::map<SessionState, std::size_t> out;
   for (const auto& [id, s] : sessions_) ++out[s.state];
   return out;
 }
 
 ToolStats SessionStore::Tool(const std::string& tool_name) const {
-  tiers::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto it = tools_.find(tool_name);
   return it == tools_.end() ? ToolStats{} : it->second.Stats();
 }

@@ -32,9 +32,9 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "base/mutex.h"
 #include "cachesvc/tool_history.h"
 #include "proto/block_key.h"
-#include "tiers/mutex.h"
 
 namespace rocksdb {
 class DB;
@@ -82,37 +82,45 @@ class SessionStore {
  public:
   // Opens (creating if needed) the store at `path` and loads every session in it. A store that
   // cannot be read is an error (never silently emptied): DATA_LOSS naming what is wrong.
-  static absl::StatusOr<std::unique_ptr<SessionStore>> Open(const std::filesystem::path& path);
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<SessionStore>> Open(
+      const std::filesystem::path& path);
   ~SessionStore();
   SessionStore(const SessionStore&) = delete;
   SessionStore& operator=(const SessionStore&) = delete;
 
   // The new session's id.
-  absl::StatusOr<std::string> OpenSession(const OpenSessionArgs& args, std::int64_t now_us);
+  [[nodiscard]] absl::StatusOr<std::string> OpenSession(const OpenSessionArgs& args,
+                                                        std::int64_t now_us);
   // Appends tokens; the session is running afterwards. Returns the new full-block keys.
-  absl::StatusOr<std::vector<BlockKey>> Append(const std::string& tenant, const std::string& id,
-                                               std::span<const std::uint32_t> tokens,
-                                               std::int64_t now_us);
+  [[nodiscard]] absl::StatusOr<std::vector<BlockKey>> Append(const std::string& tenant,
+                                                             const std::string& id,
+                                                             std::span<const std::uint32_t> tokens,
+                                                             std::int64_t now_us);
   // Starts a tool call; `expected_us` 0 asks for the learned p50 of `tool_name` (or a default of
   // 4 s before any call of it has ended). Returns the expectation the service plans with.
-  absl::StatusOr<std::int64_t> BeginToolCall(const std::string& tenant, const std::string& id,
-                                             const std::string& tool_name, std::int64_t expected_us,
-                                             std::int64_t now_us);
+  [[nodiscard]] absl::StatusOr<std::int64_t> BeginToolCall(const std::string& tenant,
+                                                           const std::string& id,
+                                                           const std::string& tool_name,
+                                                           std::int64_t expected_us,
+                                                           std::int64_t now_us);
   // Ends the tool call, learns its duration, leaves the session idle. Returns the duration.
-  absl::StatusOr<std::int64_t> EndToolCall(const std::string& tenant, const std::string& id,
-                                           std::int64_t now_us);
+  [[nodiscard]] absl::StatusOr<std::int64_t> EndToolCall(const std::string& tenant,
+                                                         const std::string& id,
+                                                         std::int64_t now_us);
   // A new session with the parent's context (any depth of forks of forks).
-  absl::StatusOr<std::string> Fork(const std::string& tenant, const std::string& id,
-                                   const std::string& client_session_id, std::int64_t now_us);
+  [[nodiscard]] absl::StatusOr<std::string> Fork(const std::string& tenant, const std::string& id,
+                                                 const std::string& client_session_id,
+                                                 std::int64_t now_us);
   // Cuts the context to its first `keep_tokens` tokens (and their full blocks).
-  absl::Status Truncate(const std::string& tenant, const std::string& id, std::uint64_t keep_tokens,
-                        std::int64_t now_us);
+  [[nodiscard]] absl::Status Truncate(const std::string& tenant, const std::string& id,
+                                      std::uint64_t keep_tokens, std::int64_t now_us);
   // Keeps the session's blocks in a fast tier until now + duration (0 unpins).
-  absl::Status Pin(const std::string& tenant, const std::string& id, std::int64_t duration_us,
-                   std::int64_t now_us);
-  absl::Status Close(const std::string& tenant, const std::string& id, std::int64_t now_us);
+  [[nodiscard]] absl::Status Pin(const std::string& tenant, const std::string& id,
+                                 std::int64_t duration_us, std::int64_t now_us);
+  [[nodiscard]] absl::Status Close(const std::string& tenant, const std::string& id,
+                                   std::int64_t now_us);
 
-  absl::StatusOr<Session> Get(const std::string& tenant, const std::string& id) const;
+  [[nodiscard]] absl::StatusOr<Session> Get(const std::string& tenant, const std::string& id) const;
   // Sessions of `tenant` (all tenants when empty), in id order.
   std::vector<Session> List(const std::string& tenant = "") const;
   // How many sessions are in each state (all tenants).
@@ -126,14 +134,15 @@ class SessionStore {
  private:
   explicit SessionStore(std::unique_ptr<rocksdb::DB> db);
   // The caller's session, or the error for a missing one / another tenant's / a closed one.
-  absl::StatusOr<Session*> Find(const std::string& tenant, const std::string& id, bool allow_closed)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  [[nodiscard]] absl::StatusOr<Session*> Find(const std::string& tenant, const std::string& id,
+                                              bool allow_closed) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Writes `s` (and `tool`, if given) to the store; on success replaces the in-memory copy.
-  absl::Status Commit(const Session& s, const ToolHistory* tool = nullptr,
-                      const std::string* tool_name = nullptr) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  [[nodiscard]] absl::Status Commit(const Session& s, const ToolHistory* tool = nullptr,
+                                    const std::string* tool_name = nullptr)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::string NewId() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  mutable tiers::Mutex mu_;
+  mutable Mutex mu_;
   std::unique_ptr<rocksdb::DB> db_;
   std::map<std::string, Session> sessions_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, ToolHistory> tools_ ABSL_GUARDED_BY(mu_);

@@ -17,6 +17,7 @@
 #include <tuple>
 #include <utility>
 
+#include "base/errno_message.h"
 #include "fmt/format.h"
 
 namespace cachesvc {
@@ -71,14 +72,16 @@ std::string Sha256(std::string_view data) {
   return std::string(reinterpret_cast<const char*>(md.data()), len);
 }
 
-absl::Status FileError(std::string_view what, const std::filesystem::path& path, int err) {
+[[nodiscard]] absl::Status FileError(std::string_view what, const std::filesystem::path& path,
+                                     int err) {
   const std::string message =
-      fmt::format("cannot {} '{}': {}", what, path.string(), std::strerror(err));
+      fmt::format("cannot {} '{}': {}", what, path.string(), ErrnoMessage(err));
   if (err == EACCES || err == EPERM || err == EROFS) return absl::PermissionDeniedError(message);
   return absl::InternalError(message);
 }
 
-absl::Status WriteAll(int fd, std::string_view data, const std::filesystem::path& path) {
+[[nodiscard]] absl::Status WriteAll(int fd, std::string_view data,
+                                    const std::filesystem::path& path) {
   while (!data.empty()) {
     const ssize_t n = ::write(fd, data.data(), data.size());
     if (n < 0 && errno == EINTR) continue;
@@ -88,7 +91,7 @@ absl::Status WriteAll(int fd, std::string_view data, const std::filesystem::path
   return absl::OkStatus();
 }
 
-absl::Status FsyncDir(const std::filesystem::path& dir) {
+[[nodiscard]] absl::Status FsyncDir(const std::filesystem::path& dir) {
   const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return FileError("open", dir, errno);
   const int rc = ::fsync(fd);
@@ -100,8 +103,8 @@ absl::Status FsyncDir(const std::filesystem::path& dir) {
 
 // Creates `salt_dir/<name>.salt` with a fresh salt: written to a temporary file, fsynced, renamed
 // into place without replacing anything already there, and the folder fsynced.
-absl::StatusOr<std::string> CreateSalt(const std::filesystem::path& salt_dir,
-                                       const std::string& name) {
+[[nodiscard]] absl::StatusOr<std::string> CreateSalt(const std::filesystem::path& salt_dir,
+                                                     const std::string& name) {
   std::string salt(kTenantSaltBytes, '\0');
   if (RAND_bytes(reinterpret_cast<unsigned char*>(salt.data()), static_cast<int>(salt.size())) !=
       1) {
@@ -134,8 +137,8 @@ absl::StatusOr<std::string> CreateSalt(const std::filesystem::path& salt_dir,
 }
 
 // The salt of `name`: read back from its file, or made when there is no file.
-absl::StatusOr<std::string> LoadOrCreateSalt(const std::filesystem::path& salt_dir,
-                                             const std::string& name) {
+[[nodiscard]] absl::StatusOr<std::string> LoadOrCreateSalt(const std::filesystem::path& salt_dir,
+                                                           const std::string& name) {
   const std::filesystem::path path = salt_dir / (name + ".salt");
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
   if (fd < 0 && errno == ENOENT) return CreateSalt(salt_dir, name);
@@ -267,17 +270,17 @@ absl::Status ValidateTenantConfigs(const std::vector<TenantConfig>& tenants) {
 std::string Sha256Hex(std::string_view data) { return EncodeHex(Sha256(data)); }
 
 TenantQuota Tenant::quota() const {
-  tiers::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return quota_;
 }
 
 kernels::CodecId Tenant::codec() const {
-  tiers::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return codec_;
 }
 
 void Tenant::Set(TenantQuota quota, kernels::CodecId codec) {
-  tiers::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   quota_ = quota;
   codec_ = codec;
 }
@@ -330,7 +333,7 @@ absl::StatusOr<const Tenant*> TenantRegistry::Authenticate(
   const std::string digest = Sha256(value);
   std::shared_ptr<const TokenTable> tokens;
   {
-    tiers::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     tokens = tokens_;
   }
   // Every entry is compared, in constant time, whatever matched before.
@@ -344,13 +347,13 @@ absl::StatusOr<const Tenant*> TenantRegistry::Authenticate(
 }
 
 const Tenant* TenantRegistry::Find(std::string_view name) const {
-  tiers::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto it = tenants_.find(name);
   return it == tenants_.end() ? nullptr : it->second.get();
 }
 
 std::vector<const Tenant*> TenantRegistry::List() const {
-  tiers::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   std::vector<const Tenant*> out;
   out.reserve(tenants_.size());
   for (const auto& [name, tenant] : tenants_) out.push_back(tenant.get());
@@ -361,7 +364,7 @@ absl::Status TenantRegistry::Reload(const std::vector<TenantConfig>& tenants,
                                     std::string* changes) {
   if (absl::Status s = ValidateTenantConfigs(tenants); !s.ok()) return s;
   const std::vector<TenantConfig> wanted = Effective(tenants);
-  tiers::MutexLock reload(&reload_mu_);
+  MutexLock reload(&reload_mu_);
 
   // Only Reload changes the map, and reloads are serialized: reading it here without mu_ would be
   // safe, but the annotations ask for the lock and it is cheap.
@@ -369,7 +372,7 @@ absl::Status TenantRegistry::Reload(const std::vector<TenantConfig>& tenants,
   std::set<std::string, std::less<>> wanted_names;
   for (const TenantConfig& t : wanted) wanted_names.insert(t.name);
   {
-    tiers::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     for (const auto& [name, tenant] : tenants_) {
       if (!wanted_names.contains(name)) removed.push_back(name);
     }
@@ -400,7 +403,7 @@ absl::Status TenantRegistry::Reload(const std::vector<TenantConfig>& tenants,
   if (auth != auth_required()) {
     note(auth ? "bearer tokens now required" : "open mode: no token required");
   }
-  tiers::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   // Token sets per tenant, old and new, for the summary.
   std::map<std::string, std::set<std::string>, std::less<>> old_tokens, new_tokens;
   if (tokens_ != nullptr) {

@@ -37,8 +37,8 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "base/mutex.h"
 #include "kernels/codec.h"
-#include "tiers/mutex.h"
 
 namespace cachesvc {
 
@@ -66,13 +66,14 @@ inline constexpr std::size_t kTenantSaltBytes = 32;
 
 // Field checks shared by the configuration loader and the registry. Each returns
 // INVALID_ARGUMENT whose message says what is wrong with the value (the caller names the key).
-absl::Status CheckTenantName(std::string_view name);    // [a-z0-9_-]{1,64}
-absl::Status CheckTokenSha256(std::string_view hex);    // 64 hex digits, not the empty token's
-absl::Status CheckTenantCodec(std::string_view codec);  // raw, tq4 or tq3
-absl::Status CheckTenantQuota(std::int64_t value);      // >= 0
+[[nodiscard]] absl::Status CheckTenantName(std::string_view name);  // [a-z0-9_-]{1,64}
+[[nodiscard]] absl::Status CheckTokenSha256(
+    std::string_view hex);  // 64 hex digits, not the empty token's
+[[nodiscard]] absl::Status CheckTenantCodec(std::string_view codec);  // raw, tq4 or tq3
+[[nodiscard]] absl::Status CheckTenantQuota(std::int64_t value);      // >= 0
 // Every field of every tenant, plus unique names and no token hash shared by two tenants (a token
 // must name exactly one tenant). Messages start with `tenants[i].key: `.
-absl::Status ValidateTenantConfigs(const std::vector<TenantConfig>& tenants);
+[[nodiscard]] absl::Status ValidateTenantConfigs(const std::vector<TenantConfig>& tenants);
 
 // Lowercase hex of the SHA-256 of `data` (OpenSSL EVP).
 std::string Sha256Hex(std::string_view data);
@@ -99,7 +100,7 @@ class Tenant {
   const std::string name_;
   const std::string salt_;
 
-  mutable tiers::Mutex mu_;
+  mutable Mutex mu_;
   TenantQuota quota_ ABSL_GUARDED_BY(mu_);
   kernels::CodecId codec_ ABSL_GUARDED_BY(mu_);
 };
@@ -111,7 +112,7 @@ class TenantRegistry {
   // implicit "default" tenant's when `tenants` is empty). DATA_LOSS for a salt file that is not
   // exactly the format written (64 lowercase hex digits and a newline); PERMISSION_DENIED or
   // INTERNAL when a file cannot be read or written.
-  static absl::StatusOr<std::unique_ptr<TenantRegistry>> Open(
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<TenantRegistry>> Open(
       const std::vector<TenantConfig>& tenants, const std::filesystem::path& data_dir);
 
   TenantRegistry(const TenantRegistry&) = delete;
@@ -125,7 +126,8 @@ class TenantRegistry {
   // mode, the default tenant. Otherwise "Bearer <token>" (scheme case-insensitive, token printable
   // ASCII without spaces) whose SHA-256 is configured for a tenant; UNAUTHENTICATED for a missing
   // or malformed value or an unknown token, with a message that never contains the token.
-  absl::StatusOr<const Tenant*> Authenticate(std::string_view authorization_header_value) const;
+  [[nodiscard]] absl::StatusOr<const Tenant*> Authenticate(
+      std::string_view authorization_header_value) const;
 
   // The tenant of that name, or nullptr.
   const Tenant* Find(std::string_view name) const;
@@ -138,7 +140,8 @@ class TenantRegistry {
   // as Open; on any error nothing changes (a new tenant's salt file may already be written, which
   // is harmless). When `changes` is given it receives a one-line summary for the log ("no
   // changes" when nothing changed). Reloads are serialized; Authenticate never waits on file I/O.
-  absl::Status Reload(const std::vector<TenantConfig>& tenants, std::string* changes = nullptr);
+  [[nodiscard]] absl::Status Reload(const std::vector<TenantConfig>& tenants,
+                                    std::string* changes = nullptr);
 
  private:
   struct TokenEntry {
@@ -153,9 +156,9 @@ class TenantRegistry {
   const std::filesystem::path salt_dir_;
 
   // Held for a whole Reload (salt I/O included), never by Authenticate.
-  tiers::Mutex reload_mu_;
+  Mutex reload_mu_;
   std::atomic<bool> auth_required_{false};
-  mutable tiers::Mutex mu_;
+  mutable Mutex mu_;
   // Tenants are only ever added, so pointers into this map stay valid.
   std::map<std::string, std::unique_ptr<Tenant>, std::less<>> tenants_ ABSL_GUARDED_BY(mu_);
   // Replaced whole by Reload; Authenticate copies the pointer and compares outside the lock.

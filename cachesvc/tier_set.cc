@@ -8,7 +8,7 @@
 namespace cachesvc {
 namespace {
 
-absl::Status Prefixed(std::string_view section, const absl::Status& s) {
+[[nodiscard]] absl::Status Prefixed(std::string_view section, const absl::Status& s) {
   return absl::Status(s.code(), fmt::format("{}: {}", section, std::string(s.message())));
 }
 

@@ -25,8 +25,8 @@ class TierSet {
  public:
   // INVALID_ARGUMENT / RESOURCE_EXHAUSTED / PERMISSION_DENIED from the tier that could not be
   // opened, its message prefixed with the config section ("tiers.nvme: ...").
-  static absl::StatusOr<std::unique_ptr<TierSet>> Open(const Config& config,
-                                                       const std::filesystem::path& data_dir);
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<TierSet>> Open(
+      const Config& config, const std::filesystem::path& data_dir);
 
   // Fastest first.
   [[nodiscard]] const std::vector<tiers::Tier*>& tiers() const { return order_; }

@@ -2,6 +2,7 @@
 // endpoint bookkeeping, the block protocol's server side (cachesvc/ucx_am_protocol.h), memory
 // registration, and the progress thread.
 #include "cachesvc/ucx_dataplane.h"
+#include "base/errno_message.h"
 
 #include <arpa/inet.h>
 #include <netdb.h>
@@ -67,8 +68,8 @@ bool MayUse(const std::string& transports, std::initializer_list<std::string_vie
 }
 
 // "ip:port" or "[ipv6]:port", numeric only (a listen address names an interface).
-absl::Status ParseListenAddress(const std::string& address, sockaddr_storage* out,
-                                socklen_t* out_len) {
+[[nodiscard]] absl::Status ParseListenAddress(const std::string& address, sockaddr_storage* out,
+                                              socklen_t* out_len) {
   const auto colon = address.rfind(':');
   if (colon == std::string::npos || colon == 0 || colon + 1 == address.size()) {
     return absl::InvalidArgumentError(
@@ -285,7 +286,7 @@ absl::Status UcxDataPlane::Init(const UcxOptions& options) {
   }
   wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (wake_fd_ < 0) {
-    return absl::InternalError(fmt::format("eventfd: {}", std::strerror(errno)));
+    return absl::InternalError(fmt::format("eventfd: {}", ErrnoMessage(errno)));
   }
 
   ucp_listener_params_t listener_params{};
@@ -296,7 +297,7 @@ absl::Status UcxDataPlane::Init(const UcxOptions& options) {
   listener_params.conn_handler.cb = &Callbacks::OnConnRequest;
   listener_params.conn_handler.arg = this;
   {
-    tiers::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     ucp_listener_h listener = nullptr;
     if (ucs_status_t st = ucp_listener_create(worker_, &listener_params, &listener); st != UCS_OK) {
       return absl::UnavailableError(fmt::format("UCX cannot listen on {}: {}",
@@ -322,7 +323,7 @@ UcxDataPlane::~UcxDataPlane() {
     progress_thread_.join();
   }
   {
-    tiers::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     if (worker_ != nullptr) {
       // Connection requests that arrived but were never accepted are refused, then no new ones
       // can arrive.
@@ -395,7 +396,7 @@ void UcxDataPlane::ProgressLoop() {
     bool closing = false;
     bool busy = false;
     {
-      tiers::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       for (auto last_progress = Clock::now();;) {
         if (ucp_worker_progress(worker_) != 0) {
           ProcessCompletedLocked();
@@ -496,17 +497,17 @@ void UcxDataPlane::ReapClosingLocked() {
 }
 
 std::size_t UcxDataPlane::connected_clients() {
-  tiers::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return endpoints_.size();
 }
 
 std::size_t UcxDataPlane::pending_operations() {
-  tiers::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return pending_grants_;
 }
 
 void UcxDataPlane::SetHandler(UcxBlockHandler* handler) {
-  tiers::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   handler_ = handler;
 }
 
@@ -515,7 +516,8 @@ void UcxDataPlane::SetHandler(UcxBlockHandler* handler) {
 namespace {
 
 // A request header's problems, as the status to answer with.
-absl::Status CheckRequest(const void* header, std::size_t header_length, ucx_am::Request* out) {
+[[nodiscard]] absl::Status CheckRequest(const void* header, std::size_t header_length,
+                                        ucx_am::Request* out) {
   const std::uint32_t version = ucx_am::VersionOf(header, header_length);
   if (header_length >= 4 && version != ucx_am::kVersion) {
     return absl::FailedPreconditionError(
@@ -825,7 +827,7 @@ absl::StatusOr<RegionId> UcxDataPlane::Register(void* base, std::size_t length) 
   // Under mu_ although ucp_mem_map is a context call: the progress thread also uses the
   // context's registration cache. Registering a large arena on RDMA pins it, which can take a
   // while; the daemon registers its arenas at start-up.
-  tiers::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   ucp_mem_h memh = nullptr;
   if (ucs_status_t st = ucp_mem_map(context_, &params, &memh); st != UCS_OK) {
     return UcsError(st, fmt::format("ucp_mem_map of {} bytes at {}", length, base));
@@ -836,7 +838,7 @@ absl::StatusOr<RegionId> UcxDataPlane::Register(void* base, std::size_t length) 
 }
 
 absl::StatusOr<std::string> UcxDataPlane::PackedRkey(RegionId region) {
-  tiers::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   const auto it = regions_.find(region);
   if (it == regions_.end()) {
     return absl::NotFoundError(fmt::format("UCX region {} is not registered", region));
@@ -852,7 +854,7 @@ absl::StatusOr<std::string> UcxDataPlane::PackedRkey(RegionId region) {
 }
 
 absl::Status UcxDataPlane::Unregister(RegionId region) {
-  tiers::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   const auto it = regions_.find(region);
   if (it == regions_.end()) {
     return absl::NotFoundError(fmt::format("UCX region {} is not registered", region));

@@ -43,7 +43,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "tiers/mutex.h"
+#include "base/mutex.h"
 
 // UCX handle types, declared here so that users of this header need not include <ucp/api/ucp.h>.
 struct ucp_context;
@@ -102,7 +102,7 @@ class UcxBlockHandler {
   };
   // A client asks to read lease `lease_id`; the bytes must stay valid (and unchanged) until
   // EndRead(lease_id, ...) is called. The error (e.g. NOT_FOUND) is sent to the client as is.
-  virtual absl::StatusOr<ReadGrant> BeginRead(std::uint64_t lease_id) = 0;
+  [[nodiscard]] virtual absl::StatusOr<ReadGrant> BeginRead(std::uint64_t lease_id) = 0;
   virtual void EndRead(std::uint64_t lease_id, const absl::Status& sent) = 0;
 
   struct WriteGrant {
@@ -112,7 +112,8 @@ class UcxBlockHandler {
   // A client will write `length` bytes for lease `lease_id`: where to put them. length > capacity
   // fails the write (OUT_OF_RANGE, nothing written, EndWrite called). The bytes may be partly
   // written when EndWrite reports an error.
-  virtual absl::StatusOr<WriteGrant> BeginWrite(std::uint64_t lease_id, std::size_t length) = 0;
+  [[nodiscard]] virtual absl::StatusOr<WriteGrant> BeginWrite(std::uint64_t lease_id,
+                                                              std::size_t length) = 0;
   virtual void EndWrite(std::uint64_t lease_id, const absl::Status& received) = 0;
 };
 
@@ -151,7 +152,7 @@ class UcxDataPlane {
   [[nodiscard]] absl::StatusOr<std::string> PackedRkey(RegionId region);
 
   // Unmaps the region. NOT_FOUND for an unknown region.
-  absl::Status Unregister(RegionId region);
+  [[nodiscard]] absl::Status Unregister(RegionId region);
 
   // The bound "ip:port" (the real port when the options asked for port 0).
   const std::string& address() const { return address_; }
@@ -174,7 +175,7 @@ class UcxDataPlane {
 
   UcxDataPlane() = default;
 
-  absl::Status Init(const UcxOptions& options);
+  [[nodiscard]] absl::Status Init(const UcxOptions& options);
   void ProgressLoop();
   void Wake();
   // Creates endpoints for queued connection requests and closes failed endpoints.
@@ -216,7 +217,7 @@ class UcxDataPlane {
   std::thread progress_thread_;
   std::atomic<bool> stop_{false};
 
-  tiers::Mutex mu_;
+  Mutex mu_;
   ucp_listener* listener_ ABSL_GUARDED_BY(mu_) = nullptr;
   std::unordered_set<ucp_ep*> endpoints_ ABSL_GUARDED_BY(mu_);
   std::vector<ucp_conn_request*> pending_requests_ ABSL_GUARDED_BY(mu_);

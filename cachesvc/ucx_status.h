@@ -16,7 +16,7 @@
 namespace cachesvc::ucx_util {
 
 // The gRPC canonical code for a UCX status, with UCX's own words in the message.
-inline absl::Status UcsError(ucs_status_t status, std::string_view what) {
+[[nodiscard]] inline absl::Status UcsError(ucs_status_t status, std::string_view what) {
   std::string message = fmt::format("{}: {}", what, ucs_status_string(status));
   switch (status) {
     case UCS_ERR_INVALID_PARAM:

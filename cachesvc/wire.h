@@ -30,7 +30,7 @@ inline v1::TierKind TierToProto(tiers::TierKind t) {
 }
 
 // TIER_UNSPECIFIED is nullopt ("every tier"); an unknown value is INVALID_ARGUMENT.
-inline absl::StatusOr<std::optional<tiers::TierKind>> TierFromProto(v1::TierKind t) {
+[[nodiscard]] inline absl::StatusOr<std::optional<tiers::TierKind>> TierFromProto(v1::TierKind t) {
   switch (t) {
     case v1::TIER_UNSPECIFIED:
       return std::optional<tiers::TierKind>();
@@ -50,7 +50,7 @@ inline v1::Codec CodecToProto(kernels::CodecId c) {
   return static_cast<v1::Codec>(static_cast<int>(c));
 }
 
-inline absl::StatusOr<kernels::CodecId> CodecFromProto(v1::Codec c) {
+[[nodiscard]] inline absl::StatusOr<kernels::CodecId> CodecFromProto(v1::Codec c) {
   switch (c) {
     case v1::CODEC_RAW:
       return kernels::CodecId::kRaw;
@@ -65,7 +65,8 @@ inline absl::StatusOr<kernels::CodecId> CodecFromProto(v1::Codec c) {
 }
 
 // One 16-byte key; INVALID_ARGUMENT naming `field` otherwise.
-inline absl::StatusOr<BlockKey> KeyFromProto(const v1::BlockKey& key, const char* field) {
+[[nodiscard]] inline absl::StatusOr<BlockKey> KeyFromProto(const v1::BlockKey& key,
+                                                           const char* field) {
   auto k = BlockKey::FromBytes(key.key());
   if (!k.ok()) {
     return absl::InvalidArgumentError(
@@ -75,7 +76,7 @@ inline absl::StatusOr<BlockKey> KeyFromProto(const v1::BlockKey& key, const char
 }
 
 // Every key of a request, at most kMaxKeysPerRequest; INVALID_ARGUMENT naming the bad one.
-inline absl::StatusOr<std::vector<BlockKey>> KeysFromProto(
+[[nodiscard]] inline absl::StatusOr<std::vector<BlockKey>> KeysFromProto(
     const google::protobuf::RepeatedPtrField<v1::BlockKey>& keys, const char* field) {
   if (keys.size() > kMaxKeysPerRequest) {
     return absl::InvalidArgumentError(

@@ -10,10 +10,9 @@ namespace {
 
 // Calls one unary method and returns its response or its status.
 template <typename Stub, typename Request, typename Response>
-absl::StatusOr<Response> Unary(Stub& stub,
-                               grpc::Status (Stub::*method)(grpc::ClientContext*, const Request&,
-                                                            Response*),
-                               grpc::ClientContext* ctx, const Request& request) {
+[[nodiscard]] absl::StatusOr<Response> Unary(
+    Stub& stub, grpc::Status (Stub::*method)(grpc::ClientContext*, const Request&, Response*),
+    grpc::ClientContext* ctx, const Request& request) {
   Response response;
   if (grpc::Status s = (stub.*method)(ctx, request, &response); !s.ok()) return FromGrpc(s);
   return response;

@@ -41,33 +41,37 @@ class AdminClient {
   explicit AdminClient(const AdminClientOptions& options);
 
   // grpc.health.v1.Health/Check for the server as a whole.
-  absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus> CheckHealth(
+  [[nodiscard]] absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus> CheckHealth(
       std::chrono::milliseconds timeout);
-  absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus> CheckHealth();
+  [[nodiscard]] absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus> CheckHealth();
 
   // AdminService, one method each, with the options' timeout unless one is passed.
-  absl::StatusOr<v1::GetStatusResponse> GetStatus(std::chrono::milliseconds timeout);
-  absl::StatusOr<v1::GetStatusResponse> GetStatus();
-  absl::StatusOr<v1::ListTiersResponse> ListTiers(std::chrono::milliseconds timeout);
-  absl::StatusOr<v1::ListTiersResponse> ListTiers();
-  absl::StatusOr<v1::ListSessionsResponse> ListSessions(const v1::ListSessionsRequest& request);
+  [[nodiscard]] absl::StatusOr<v1::GetStatusResponse> GetStatus(std::chrono::milliseconds timeout);
+  [[nodiscard]] absl::StatusOr<v1::GetStatusResponse> GetStatus();
+  [[nodiscard]] absl::StatusOr<v1::ListTiersResponse> ListTiers(std::chrono::milliseconds timeout);
+  [[nodiscard]] absl::StatusOr<v1::ListTiersResponse> ListTiers();
+  [[nodiscard]] absl::StatusOr<v1::ListSessionsResponse> ListSessions(
+      const v1::ListSessionsRequest& request);
   // Every page of ListSessions for `state` (UNSPECIFIED: all), at most `max_sessions`.
-  absl::StatusOr<std::vector<v1::SessionInfo>> ListAllSessions(v1::SessionState state,
-                                                               std::size_t max_sessions);
-  absl::StatusOr<v1::SessionInfo> GetSession(const std::string& session_id, bool include_tokens);
-  absl::Status PinSession(const std::string& session_id, std::uint32_t duration_ms);
-  absl::Status CloseSession(const std::string& session_id);
+  [[nodiscard]] absl::StatusOr<std::vector<v1::SessionInfo>> ListAllSessions(
+      v1::SessionState state, std::size_t max_sessions);
+  [[nodiscard]] absl::StatusOr<v1::SessionInfo> GetSession(const std::string& session_id,
+                                                           bool include_tokens);
+  [[nodiscard]] absl::Status PinSession(const std::string& session_id, std::uint32_t duration_ms);
+  [[nodiscard]] absl::Status CloseSession(const std::string& session_id);
   // `key` is the 16 wire bytes of the block key.
-  absl::StatusOr<v1::GetBlockResponse> GetBlock(const std::string& key);
-  absl::StatusOr<v1::EvictResponse> Evict(const v1::EvictRequest& request);
-  absl::StatusOr<v1::GetPolicyResponse> GetPolicy();
-  absl::StatusOr<v1::SetPolicyResponse> SetPolicy(const v1::SetPolicyRequest& request);
-  absl::Status Drain(std::uint32_t timeout_ms);
+  [[nodiscard]] absl::StatusOr<v1::GetBlockResponse> GetBlock(const std::string& key);
+  [[nodiscard]] absl::StatusOr<v1::EvictResponse> Evict(const v1::EvictRequest& request);
+  [[nodiscard]] absl::StatusOr<v1::GetPolicyResponse> GetPolicy();
+  [[nodiscard]] absl::StatusOr<v1::SetPolicyResponse> SetPolicy(
+      const v1::SetPolicyRequest& request);
+  [[nodiscard]] absl::Status Drain(std::uint32_t timeout_ms);
 
   // BlockService: registers `layout` as an engine with no data-plane transport (it only looks
   // up), and asks which leading blocks of `tokens` are cached, keys derived by the daemon.
-  absl::StatusOr<v1::RegisterEngineResponse> RegisterLookupEngine(const v1::ModelLayout& layout);
-  absl::StatusOr<v1::LookupPrefixResponse> LookupPrefixTokens(
+  [[nodiscard]] absl::StatusOr<v1::RegisterEngineResponse> RegisterLookupEngine(
+      const v1::ModelLayout& layout);
+  [[nodiscard]] absl::StatusOr<v1::LookupPrefixResponse> LookupPrefixTokens(
       const std::string& engine_id, const std::vector<std::uint32_t>& tokens);
 
   const AdminClientOptions& options() const { return options_; }

@@ -56,26 +56,28 @@ struct EngineInfo {
 class BlockClient {
  public:
   // Creates the channel (no RPC yet). INVALID_ARGUMENT for an empty address.
-  static absl::StatusOr<std::unique_ptr<BlockClient>> Connect(const BlockClientOptions& options);
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<BlockClient>> Connect(
+      const BlockClientOptions& options);
 
   // Registers the layout and connects the data plane the daemon names. Later calls use this
   // engine.
-  absl::StatusOr<EngineInfo> RegisterEngine(const ModelLayout& layout);
+  [[nodiscard]] absl::StatusOr<EngineInfo> RegisterEngine(const ModelLayout& layout);
 
   // Keys the daemon derives for `tokens` with the tenant's salt are not visible to clients; an
   // engine that hashes on its own passes its keys. How many leading blocks are stored.
-  absl::StatusOr<std::size_t> LookupPrefix(std::span<const BlockKey> keys);
-  absl::StatusOr<std::size_t> LookupPrefixTokens(std::span<const std::uint32_t> tokens);
+  [[nodiscard]] absl::StatusOr<std::size_t> LookupPrefix(std::span<const BlockKey> keys);
+  [[nodiscard]] absl::StatusOr<std::size_t> LookupPrefixTokens(
+      std::span<const std::uint32_t> tokens);
 
   // Saves `payloads[i]` as block `keys[i]` (each exactly the codec's block length); blocks already
   // stored are skipped. Returns how many were newly committed.
-  absl::StatusOr<std::size_t> Save(std::span<const BlockKey> keys,
-                                   std::span<const std::span<const std::byte>> payloads,
-                                   v1::Codec codec = v1::CODEC_RAW);
+  [[nodiscard]] absl::StatusOr<std::size_t> Save(
+      std::span<const BlockKey> keys, std::span<const std::span<const std::byte>> payloads,
+      v1::Codec codec = v1::CODEC_RAW);
   // Loads the longest stored prefix of `keys` into `out[i]` (each at least the block length);
   // returns how many leading blocks arrived whole and matched their checksums.
-  absl::StatusOr<std::size_t> Load(std::span<const BlockKey> keys,
-                                   std::span<const std::span<std::byte>> out);
+  [[nodiscard]] absl::StatusOr<std::size_t> Load(std::span<const BlockKey> keys,
+                                                 std::span<const std::span<std::byte>> out);
 
   // The raw RPCs, for tests and tools that need them.
   v1::BlockService::Stub& stub() { return *stub_; }
@@ -99,8 +101,8 @@ class BlockClient {
   EngineInfo engine_;
 
   bool LocalUsable() const { return local_ != nullptr && local_->health().ok(); }
-  absl::StatusOr<std::size_t> LoadLocal(std::span<const BlockKey> keys,
-                                        std::span<const std::span<std::byte>> out);
+  [[nodiscard]] absl::StatusOr<std::size_t> LoadLocal(std::span<const BlockKey> keys,
+                                                      std::span<const std::span<std::byte>> out);
 };
 
 }  // namespace cachesvc::client

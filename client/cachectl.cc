@@ -9,7 +9,7 @@
 #include <iostream>
 #include <string>
 
-#include "CLI/CLI.hpp"
+#include "base/cli11.h"
 #include "cachesvc/version.h"
 #include "client/cachectl/commands.h"
 #include "client/cachectl/completion.h"

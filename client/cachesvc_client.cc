@@ -56,7 +56,7 @@ bool SizeOk(const T* s) {
   return s->struct_size >= sizeof(T);
 }
 
-absl::StatusOr<cachesvc::ModelLayout> LayoutFromC(const cachesvc_layout* l) {
+[[nodiscard]] absl::StatusOr<cachesvc::ModelLayout> LayoutFromC(const cachesvc_layout* l) {
   if (!SizeOk(l)) {
     return absl::InvalidArgumentError(
         fmt::format("layout: struct_size {} is smaller than {}", l->struct_size, sizeof(*l)));

@@ -7,7 +7,7 @@
 
 namespace cachesvc::client {
 
-inline absl::Status FromGrpc(const grpc::Status& status) {
+[[nodiscard]] inline absl::Status FromGrpc(const grpc::Status& status) {
   if (status.ok()) return absl::OkStatus();
   return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
 }

@@ -31,7 +31,7 @@ std::uint64_t VectorsPerBlock(const ModelLayout& layout) {
 }
 
 // The codec can store blocks of `layout` (TQ needs fp16/bf16 and a supported head_dim).
-absl::Status CheckCodec(const ModelLayout& layout, kernels::CodecId codec) {
+[[nodiscard]] absl::Status CheckCodec(const ModelLayout& layout, kernels::CodecId codec) {
   if (codec == kernels::CodecId::kRaw) return absl::OkStatus();
   if (layout.dtype != Dtype::kFp16 && layout.dtype != Dtype::kBf16) {
     return absl::InvalidArgumentError(fmt::format("codec {} needs an fp16 or bf16 layout, not {}",
@@ -48,7 +48,8 @@ absl::Status CheckCodec(const ModelLayout& layout, kernels::CodecId codec) {
 
 // The stored length of one block of `layout` in `codec`, or an error when the codec cannot hold
 // this layout.
-absl::StatusOr<std::uint64_t> ExpectedLength(const ModelLayout& layout, kernels::CodecId codec) {
+[[nodiscard]] absl::StatusOr<std::uint64_t> ExpectedLength(const ModelLayout& layout,
+                                                           kernels::CodecId codec) {
   if (absl::Status st = CheckCodec(layout, codec); !st.ok()) return st;
   if (codec == kernels::CodecId::kRaw) return layout.RawBlockBytes();
   return kernels::EncodedBytes(codec, ValueTypeOf(layout.dtype), layout.head_dim,
@@ -109,7 +110,7 @@ KvConnector::KvConnector(const KvConnectorOptions& options, std::shared_ptr<Conn
 }
 
 absl::StatusOr<std::shared_ptr<KvConnector::Connection>> KvConnector::CurrentConnection() {
-  tiers::MutexLock lock(&conn_mu_);
+  MutexLock lock(&conn_mu_);
   if (!conn_->broken.load() && conn_->client->data_plane()->health().ok()) return conn_;
   // Held while reconnecting: concurrent callers wait for this attempt rather than start their
   // own (each is bounded by the connect and RPC timeouts).
@@ -133,18 +134,18 @@ absl::Status KvConnector::Note(Connection& conn, absl::Status st) {
 }
 
 EngineInfo KvConnector::engine() const {
-  tiers::MutexLock lock(&conn_mu_);
+  MutexLock lock(&conn_mu_);
   return conn_->engine;
 }
 
 BlockClient& KvConnector::block_client() {
-  tiers::MutexLock lock(&conn_mu_);
+  MutexLock lock(&conn_mu_);
   return *conn_->client;
 }
 
 KvConnector::~KvConnector() {
   {
-    tiers::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     stop_ = true;
   }
   cv_.SignalAll();
@@ -576,7 +577,7 @@ absl::Status KvConnector::SaveLayer(std::uint32_t layer) {
   open_.layer_done[layer] = true;
   if (--open_.layers_left == 0) {
     {
-      tiers::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       queue_.push_back(std::move(open_));
     }
     open_ = SaveStep{};
@@ -593,7 +594,7 @@ absl::StatusOr<SaveResult> KvConnector::WaitForSave() {
         open_.layers_left, layout_.num_layers));
     open_ = SaveStep{};
   }
-  tiers::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   cv_.Wait(&mu_, [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return queue_.empty() && !busy_; });
   SaveResult result = std::move(done_);
   absl::Status error = std::move(first_error_);
@@ -605,7 +606,7 @@ absl::StatusOr<SaveResult> KvConnector::WaitForSave() {
 }
 
 void KvConnector::SaveLoop() {
-  tiers::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   while (true) {
     cv_.Wait(&mu_, [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return stop_ || !queue_.empty(); });
     if (queue_.empty()) return;  // stop_ and nothing left

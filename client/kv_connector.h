@@ -66,12 +66,12 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "base/mutex.h"
 #include "client/block_client.h"
 #include "client/kv_connector_paged.h"
 #include "kernels/codec.h"
 #include "proto/block_key.h"
 #include "proto/layout.h"
-#include "tiers/mutex.h"
 
 namespace cachesvc::client {
 
@@ -114,43 +114,46 @@ class KvConnector {
  public:
   // Validates the layout and codec (INVALID_ARGUMENT), connects, and registers the layout with
   // the daemon (its errors as it answered them: UNAUTHENTICATED, UNAVAILABLE, ...).
-  static absl::StatusOr<std::unique_ptr<KvConnector>> Create(const KvConnectorOptions& options);
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<KvConnector>> Create(
+      const KvConnectorOptions& options);
   ~KvConnector();  // waits for a save in progress
   KvConnector(const KvConnector&) = delete;
   KvConnector& operator=(const KvConnector&) = delete;
 
   // The engine's paged KV cache. INVALID_ARGUMENT (from ValidatePagedKv) if it does not fit the
   // layout; FAILED_PRECONDITION while a save step is open.
-  absl::Status RegisterPagedCache(PagedKvCache cache);
+  [[nodiscard]] absl::Status RegisterPagedCache(PagedKvCache cache);
 
   // Keys of the full blocks of `tokens` (block_tokens each), per the KeyMode (kService asks the
   // daemon; FAILED_PRECONDITION if it returns no keys, as daemons before that field did).
-  absl::StatusOr<std::vector<BlockKey>> BlockKeys(std::span<const std::uint32_t> tokens);
+  [[nodiscard]] absl::StatusOr<std::vector<BlockKey>> BlockKeys(
+      std::span<const std::uint32_t> tokens);
 
   // How many leading tokens of `tokens` are cached: a multiple of block_tokens.
-  absl::StatusOr<std::size_t> LookupPrefix(std::span<const std::uint32_t> tokens);
+  [[nodiscard]] absl::StatusOr<std::size_t> LookupPrefix(std::span<const std::uint32_t> tokens);
 
   // Loads the cached prefix of `tokens` into the pages: block i goes to page dst_block_ids[i],
   // for i < dst_block_ids.size(). INVALID_ARGUMENT when dst_block_ids names more blocks than
   // `tokens` has full blocks, a page id out of range, or one page twice; FAILED_PRECONDITION with
   // no paged cache. A block that is missing or fails a check is a miss (see the file comment).
-  absl::StatusOr<LoadResult> Load(std::span<const std::uint32_t> tokens,
-                                  std::span<const std::uint32_t> dst_block_ids);
+  [[nodiscard]] absl::StatusOr<LoadResult> Load(std::span<const std::uint32_t> tokens,
+                                                std::span<const std::uint32_t> dst_block_ids);
 
   // Names the full blocks of one request to be saved in this step: block i of `tokens` is in page
   // block_ids[i]; blocks [options.first_block, block_ids.size()) are saved. Checks as Load;
   // FAILED_PRECONDITION once SaveLayer has run in this step.
-  absl::Status BeginSave(std::span<const std::uint32_t> tokens,
-                         std::span<const std::uint32_t> block_ids, const SaveOptions& options = {});
+  [[nodiscard]] absl::Status BeginSave(std::span<const std::uint32_t> tokens,
+                                       std::span<const std::uint32_t> block_ids,
+                                       const SaveOptions& options = {});
   // Copies layer `layer` of every block named in this step out of the pages. OK and nothing to do
   // when no block is named. INVALID_ARGUMENT for a layer out of range; FAILED_PRECONDITION for a
   // layer already copied in this step. After the last layer, the step is handed to the
   // background save.
-  absl::Status SaveLayer(std::uint32_t layer);
+  [[nodiscard]] absl::Status SaveLayer(std::uint32_t layer);
   // Waits until every step handed over has been saved; returns their totals since the last call,
   // or the first error of one of them (the engine just loses those blocks from the cache).
   // FAILED_PRECONDITION if a step is open with layers still to copy: that step is dropped.
-  absl::StatusOr<SaveResult> WaitForSave();
+  [[nodiscard]] absl::StatusOr<SaveResult> WaitForSave();
 
   [[nodiscard]] const ModelLayout& layout() const { return layout_; }
   // The engine as the daemon registered it (a new one after a reconnect).
@@ -192,27 +195,27 @@ class KvConnector {
     std::atomic<bool> broken{false};
   };
   // Returns `st`, marking `conn` broken if `st` says so.
-  static absl::Status Note(Connection& conn, absl::Status st);
-  static absl::StatusOr<std::shared_ptr<Connection>> OpenConnection(
+  [[nodiscard]] static absl::Status Note(Connection& conn, absl::Status st);
+  [[nodiscard]] static absl::StatusOr<std::shared_ptr<Connection>> OpenConnection(
       const BlockClientOptions& options, const ModelLayout& layout);
   // The connection to use now. When the current one's data plane has failed (the daemon died,
   // restarted or stopped answering), opens a new one first, so a daemon that comes back is used
   // again; an error if that fails too.
-  absl::StatusOr<std::shared_ptr<Connection>> CurrentConnection();
+  [[nodiscard]] absl::StatusOr<std::shared_ptr<Connection>> CurrentConnection();
 
   KvConnector(const KvConnectorOptions& options, std::shared_ptr<Connection> connection);
   // Keys of `tokens`' full blocks, and (when asked) how many of them are cached.
-  absl::StatusOr<std::vector<BlockKey>> Keys(Connection& conn,
-                                             std::span<const std::uint32_t> tokens,
-                                             std::size_t* cached_blocks);
-  absl::Status CheckBlockIds(std::span<const std::uint32_t> tokens,
-                             std::span<const std::uint32_t> ids) const;
+  [[nodiscard]] absl::StatusOr<std::vector<BlockKey>> Keys(Connection& conn,
+                                                           std::span<const std::uint32_t> tokens,
+                                                           std::size_t* cached_blocks);
+  [[nodiscard]] absl::Status CheckBlockIds(std::span<const std::uint32_t> tokens,
+                                           std::span<const std::uint32_t> ids) const;
   void SaveLoop();
   // Encodes and saves one step's blocks; adds to `result`.
-  absl::Status SaveStepNow(SaveStep& step, SaveResult& result);
-  absl::Status SaveItemNow(Connection& conn, SaveItem& item, SaveResult& result);
-  absl::Status ScatterBlocks(std::span<const std::uint32_t> block_ids,
-                             std::span<const std::span<const std::byte>> canonical);
+  [[nodiscard]] absl::Status SaveStepNow(SaveStep& step, SaveResult& result);
+  [[nodiscard]] absl::Status SaveItemNow(Connection& conn, SaveItem& item, SaveResult& result);
+  [[nodiscard]] absl::Status ScatterBlocks(std::span<const std::uint32_t> block_ids,
+                                           std::span<const std::span<const std::byte>> canonical);
 
   // Constant after construction.
   const ModelLayout layout_;
@@ -222,7 +225,7 @@ class KvConnector {
   const std::size_t raw_block_bytes_;
   const BlockClientOptions client_options_;
 
-  mutable tiers::Mutex conn_mu_;
+  mutable Mutex conn_mu_;
   std::shared_ptr<Connection> conn_ ABSL_GUARDED_BY(conn_mu_);
 
   // Set by RegisterPagedCache (not concurrently with anything else).
@@ -234,8 +237,8 @@ class KvConnector {
   SaveStep open_;
 
   // Steps handed to the background thread.
-  tiers::Mutex mu_;
-  tiers::CondVar cv_;
+  Mutex mu_;
+  CondVar cv_;
   std::deque<SaveStep> queue_ ABSL_GUARDED_BY(mu_);
   bool busy_ ABSL_GUARDED_BY(mu_) = false;  // the thread is saving a step
   bool stop_ ABSL_GUARDED_BY(mu_) = false;

@@ -36,8 +36,8 @@ std::byte* PartBase(const ModelLayout& layout, const PagedKvCache& cache, std::u
   return static_cast<std::byte*>(l.v_pages[block_id]);
 }
 
-absl::Status CheckPointers(const std::vector<void*>& pages, std::size_t align, std::uint32_t layer,
-                           const char* which) {
+[[nodiscard]] absl::Status CheckPointers(const std::vector<void*>& pages, std::size_t align,
+                                         std::uint32_t layer, const char* which) {
   for (std::size_t b = 0; b < pages.size(); ++b) {
     const auto addr = reinterpret_cast<std::uintptr_t>(pages[b]);
     if (addr == 0) {
@@ -234,16 +234,16 @@ bool PagesAreCanonicalSlabs(const ModelLayout& layout, const PagedKvCache& cache
 #ifdef CACHESVC_HAVE_CUDA
 namespace {
 
-absl::Status CudaError(cudaError_t err, const char* what) {
+[[nodiscard]] absl::Status CudaError(cudaError_t err, const char* what) {
   return absl::InternalError(fmt::format("paged KV: {}: {}", what, cudaGetErrorString(err)));
 }
 
 // One layer of one block between host canonical bytes and device pages. `to_device` chooses the
 // direction. Token-major pages (head_bytes = vector) take one 2-D copy per part; others one per
 // (part, head).
-absl::Status CopyLayerCuda(const ModelLayout& layout, const PagedKvCache& cache,
-                           std::uint32_t layer, std::uint32_t block_id, std::byte* host,
-                           bool to_device, cudaStream_t stream) {
+[[nodiscard]] absl::Status CopyLayerCuda(const ModelLayout& layout, const PagedKvCache& cache,
+                                         std::uint32_t layer, std::uint32_t block_id,
+                                         std::byte* host, bool to_device, cudaStream_t stream) {
   const std::size_t vec = VectorBytes(layout);
   const PageStrides& s = cache.strides;
   const std::size_t heads = layout.num_kv_heads;
@@ -268,9 +268,10 @@ absl::Status CopyLayerCuda(const ModelLayout& layout, const PagedKvCache& cache,
   return absl::OkStatus();
 }
 
-absl::Status CopyBlocksCuda(const ModelLayout& layout, const PagedKvCache& cache,
-                            std::uint32_t layer, std::span<const std::uint32_t> block_ids,
-                            std::span<std::byte* const> hosts, bool to_device) {
+[[nodiscard]] absl::Status CopyBlocksCuda(const ModelLayout& layout, const PagedKvCache& cache,
+                                          std::uint32_t layer,
+                                          std::span<const std::uint32_t> block_ids,
+                                          std::span<std::byte* const> hosts, bool to_device) {
   if (cudaError_t err = cudaSetDevice(cache.cuda_device); err != cudaSuccess) {
     return CudaError(err, "cudaSetDevice");
   }

@@ -12,13 +12,14 @@
 #include <immintrin.h>
 #endif
 
+#include "base/errno_message.h"
 #include "fmt/format.h"
 #include "proto/xxh3.h"
 
 namespace cachesvc::client {
 namespace {
 
-std::string Errno() { return std::strerror(errno); }
+std::string Errno() { return ErrnoMessage(errno); }
 
 // Waits up to `spin` for `fd` to become readable without sleeping: the daemon answers within
 // tens of microseconds, and a thread that sleeps meanwhile pays a wake-up, which on a virtual
@@ -32,7 +33,7 @@ void SpinUntilReadable(int fd, std::chrono::microseconds spin) {
 }
 
 // Reads exactly `n` bytes (taking a descriptor passed with them, if any).
-absl::Status ReadExactly(int fd, char* out, std::size_t n, int* received_fd) {
+[[nodiscard]] absl::Status ReadExactly(int fd, char* out, std::size_t n, int* received_fd) {
   std::size_t got = 0;
   while (got < n) {
     iovec iov{out + got, n - got};
@@ -65,7 +66,7 @@ absl::Status ReadExactly(int fd, char* out, std::size_t n, int* received_fd) {
   return absl::OkStatus();
 }
 
-absl::Status WriteAll(int fd, const std::string& frame) {
+[[nodiscard]] absl::Status WriteAll(int fd, const std::string& frame) {
   std::size_t sent = 0;
   while (sent < frame.size()) {
     const ssize_t r = ::send(fd, frame.data() + sent, frame.size() - sent, MSG_NOSIGNAL);
@@ -109,7 +110,7 @@ bool CanStream(const std::byte* dst) {
 }
 #endif
 
-absl::Status CheckFits(const local::Lease& lease, std::span<const std::byte> out) {
+[[nodiscard]] absl::Status CheckFits(const local::Lease& lease, std::span<const std::byte> out) {
   if (out.size() >= lease.length) return absl::OkStatus();
   return absl::OutOfRangeError(
       fmt::format("block of {} bytes, buffer of {}", lease.length, out.size()));
@@ -135,7 +136,7 @@ absl::StatusOr<std::unique_ptr<LocalTransport>> LocalTransport::Connect(
   addr.sun_family = AF_UNIX;
   std::memcpy(addr.sun_path, socket_path.data(), socket_path.size());
   std::unique_ptr<LocalTransport> t(new LocalTransport());
-  std::lock_guard lock(t->mu_);
+  MutexLock lock(&t->mu_);
   t->fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (t->fd_ < 0) return absl::UnavailableError(fmt::format("socket: {}", Errno()));
   const auto us = std::chrono::duration_cast<std::chrono::microseconds>(timeout).count();
@@ -173,7 +174,7 @@ absl::StatusOr<std::unique_ptr<LocalTransport>> LocalTransport::Connect(
 }
 
 LocalTransport::~LocalTransport() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   if (fd_ >= 0) ::close(fd_);
   if (arena_ != nullptr) ::munmap(const_cast<std::byte*>(arena_), arena_bytes_);
 }
@@ -186,7 +187,7 @@ absl::Status LocalTransport::BreakLocked(absl::Status why) {
 }
 
 absl::Status LocalTransport::health() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   return broken_;
 }
 
@@ -220,7 +221,7 @@ absl::StatusOr<std::string> LocalTransport::RoundTrip(const std::string& frame, 
 }
 
 absl::StatusOr<std::size_t> LocalTransport::Lookup(std::span<const BlockKey> keys) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   auto reply = RoundTrip(KeysFrame(local::kLookup, keys), true);
   if (!reply.ok()) return reply.status();
   local::Reader r(*reply);
@@ -234,7 +235,7 @@ absl::StatusOr<LocalTransport::TokenKeys> LocalTransport::Keys(
   local::Writer w;
   w.U32(local::kKeys).U32(static_cast<std::uint32_t>(tokens.size()));
   for (std::uint32_t t : tokens) w.U32(t);
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   auto reply = RoundTrip(w.Finish(), true);
   if (!reply.ok()) return reply.status();
   local::Reader r(*reply);
@@ -256,7 +257,7 @@ absl::StatusOr<LocalTransport::TokenKeys> LocalTransport::Keys(
 }
 
 absl::StatusOr<std::vector<local::Lease>> LocalTransport::Lease(std::span<const BlockKey> keys) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   auto reply = RoundTrip(KeysFrame(local::kLease, keys), true);
   if (!reply.ok()) return reply.status();
   local::Reader r(*reply);
@@ -328,7 +329,7 @@ void LocalTransport::Release(std::span<const std::uint64_t> lease_ids) {
   local::Writer w;
   w.U32(local::kRelease).U32(static_cast<std::uint32_t>(lease_ids.size()));
   for (std::uint64_t id : lease_ids) w.U64(id);
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   (void)RoundTrip(w.Finish(), false);
 }
 

@@ -20,13 +20,13 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "base/mutex.h"
 #include "cachesvc/local_protocol.h"
 #include "proto/block_key.h"
 
@@ -63,21 +63,21 @@ class LocalTransport {
   void Release(std::span<const std::uint64_t> lease_ids);
 
   // OK while usable; otherwise why not.
-  absl::Status health() const;
+  [[nodiscard]] absl::Status health() const;
   std::uint64_t arena_bytes() const { return arena_bytes_; }
 
  private:
   LocalTransport() = default;
   // Sends `frame` and, unless `expect_reply` is false, reads one reply: its body after the code
   // and message, or the daemon's error.
-  absl::StatusOr<std::string> RoundTrip(const std::string& frame, bool expect_reply,
-                                        int* received_fd = nullptr)
+  [[nodiscard]] absl::StatusOr<std::string> RoundTrip(const std::string& frame, bool expect_reply,
+                                                      int* received_fd = nullptr)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status BreakLocked(absl::Status why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  [[nodiscard]] absl::Status BreakLocked(absl::Status why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const std::byte* arena_ = nullptr;  // constant after Connect
   std::uint64_t arena_bytes_ = 0;
-  mutable std::mutex mu_;
+  mutable Mutex mu_;
   int fd_ ABSL_GUARDED_BY(mu_) = -1;
   absl::Status broken_ ABSL_GUARDED_BY(mu_);
 };

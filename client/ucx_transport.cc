@@ -13,13 +13,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <mutex>
 #include <string>
 #include <type_traits>
 #include <unordered_map>
 #include <utility>
 #include <vector>
 
+#include "base/mutex.h"
 #include "cachesvc/ucx_am_protocol.h"
 #include "cachesvc/ucx_status.h"
 #include "fmt/format.h"
@@ -48,7 +48,7 @@ constexpr int kSleepMs = 1;
 constexpr auto kAbortGrace = std::chrono::seconds(1);
 
 // A daemon's answer as a status. A code outside the gRPC range is reported as UNKNOWN.
-absl::Status StatusFromReply(std::uint32_t code, std::string message) {
+[[nodiscard]] absl::Status StatusFromReply(std::uint32_t code, std::string message) {
   if (code > static_cast<std::uint32_t>(absl::StatusCode::kUnauthenticated)) {
     return absl::UnknownError(
         fmt::format("daemon answered unknown status code {}: {}", code, message));
@@ -63,7 +63,7 @@ absl::Status StatusFromReply(std::uint32_t code, std::string message) {
 // ucp_rkey_pack: u64 md_map, u8 memory type, then for each bit of md_map a u8 size and that many
 // bytes of the transport's key (trailing bytes, which later versions may add, are allowed). A UCX
 // that changes this layout fails the round-trip tests in tests/cachesvc/ucx_dataplane_test.cc.
-absl::Status CheckPackedRkey(std::string_view packed) {
+[[nodiscard]] absl::Status CheckPackedRkey(std::string_view packed) {
   constexpr std::size_t kHeader = sizeof(std::uint64_t) + sizeof(std::uint8_t);
   if (packed.size() < kHeader) {
     return absl::InvalidArgumentError(
@@ -133,28 +133,29 @@ class Connection {
   // Waits until every request in `requests` has completed (and frees each), or until
   // `deadline`: then the endpoint is closed by force, which cancels them. The first failure
   // wins; an endpoint failure is reported as the connection's failure.
-  absl::Status Wait(std::vector<void*>& requests, Clock::time_point deadline,
-                    std::string_view what);
+  [[nodiscard]] absl::Status Wait(std::vector<void*>& requests, Clock::time_point deadline,
+                                  std::string_view what);
 
   const UcxTransportOptions& options() const { return options_; }
 
   // Waits until every op is done (reply received, its data in place, its sends complete), or
   // until `deadline` (then the connection is closed as in Wait). Removes the ops from am_ops_.
-  absl::Status WaitAm(std::vector<AmOp>& ops, Clock::time_point deadline, std::string_view what);
+  [[nodiscard]] absl::Status WaitAm(std::vector<AmOp>& ops, Clock::time_point deadline,
+                                    std::string_view what);
 
   // All UCX calls happen under mu_. The worker is UCS_THREAD_MODE_SERIALIZED.
-  std::mutex mu_;
-  ucp_context_h context_ = nullptr;  // constant after Init
-  ucp_worker_h worker_ = nullptr;    // constant after Init
-  int event_fd_ = -1;                // the worker's; constant after Init
-  ucp_ep_h ep_ = nullptr;            // guarded by mu_; null after a forced close
-  absl::Status failure_;             // guarded by mu_; why the endpoint is unusable
-  // Block-protocol ops waiting for their reply, by request id; guarded by mu_.
-  std::unordered_map<std::uint64_t, AmOp*> am_ops_;
-  std::uint64_t next_request_id_ = 1;  // guarded by mu_
+  mutable Mutex mu_;
+  ucp_context_h context_ = nullptr;             // constant after Init
+  ucp_worker_h worker_ = nullptr;               // constant after Init
+  int event_fd_ = -1;                           // the worker's; constant after Init
+  ucp_ep_h ep_ ABSL_GUARDED_BY(mu_) = nullptr;  // null after a forced close
+  absl::Status failure_ ABSL_GUARDED_BY(mu_);   // why the endpoint is unusable
+  // Block-protocol ops waiting for their reply, by request id.
+  std::unordered_map<std::uint64_t, AmOp*> am_ops_ ABSL_GUARDED_BY(mu_);
+  std::uint64_t next_request_id_ ABSL_GUARDED_BY(mu_) = 1;
 
-  // Under mu_: OK when operations may be issued.
-  absl::Status UsableLocked() const {
+  // OK when operations may be issued.
+  [[nodiscard]] absl::Status UsableLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (!failure_.ok()) return failure_;
     if (ep_ == nullptr) return absl::UnavailableError("UCX connection is closed");
     return absl::OkStatus();
@@ -170,15 +171,16 @@ class Connection {
   // Frees completed requests; records the first failure in `first_error`.
   static void CollectLocked(std::vector<void*>& requests, absl::Status& first_error);
   // Force-closes the endpoint (cancelling what is in flight) and waits briefly for it.
-  void AbortLocked(std::vector<void*>& requests, absl::Status why);
+  void AbortLocked(std::vector<void*>& requests, absl::Status why)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const UcxTransportOptions options_;
   std::string server_address_;
 };
 
 void Connection::OnEndpointError(void* arg, ucp_ep_h /*ep*/, ucs_status_t status) {
-  // Called from ucp_worker_progress, so mu_ is held.
   auto* self = static_cast<Connection*>(arg);
+  self->mu_.AssertHeld();  // called from ucp_worker_progress, which runs under mu_
   if (self->failure_.ok()) {
     self->failure_ = absl::UnavailableError(fmt::format(
         "UCX connection to {} failed: {}", self->server_address_, ucs_status_string(status)));
@@ -188,6 +190,7 @@ void Connection::OnEndpointError(void* arg, ucp_ep_h /*ep*/, ucs_status_t status
 ucs_status_t Connection::OnReply(void* arg, const void* header, std::size_t header_length,
                                  void* data, std::size_t length, const ucp_am_recv_param_t* param) {
   auto* self = static_cast<Connection*>(arg);
+  self->mu_.AssertHeld();  // called from ucp_worker_progress, which runs under mu_
   const bool rndv = (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) != 0;
   // A rendezvous payload not received here is dropped when this returns; an error status tells
   // the daemon's send (and so its EndRead) that the data was refused.
@@ -262,7 +265,7 @@ absl::Status Connection::WaitAm(std::vector<AmOp>& ops, Clock::time_point deadli
                                 std::string_view what) {
   // Every exit path removes the ops from am_ops_ under mu_, so no reply can find them after this
   // returns.
-  auto forget = [this, &ops] {
+  auto forget = [this, &ops]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     for (AmOp& op : ops) am_ops_.erase(op.request_id);
   };
   auto outstanding = [&ops] {
@@ -277,7 +280,7 @@ absl::Status Connection::WaitAm(std::vector<AmOp>& ops, Clock::time_point deadli
   for (int round = 0;; ++round) {
     bool armed = false;
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(&mu_);
       if (ep_ == nullptr) {
         // Another call closed the connection (timeout): nothing may progress this worker again.
         forget();
@@ -399,7 +402,7 @@ absl::Status Connection::Init(const std::string& server_address) {
 
   std::vector<void*> requests;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     ucp_ep_params_t ep_params{};
     ep_params.field_mask = UCP_EP_PARAM_FIELD_FLAGS | UCP_EP_PARAM_FIELD_SOCK_ADDR |
                            UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE | UCP_EP_PARAM_FIELD_ERR_HANDLER;
@@ -441,7 +444,7 @@ absl::Status Connection::Init(const std::string& server_address) {
 }
 
 Connection::~Connection() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   if (ep_ != nullptr) {
     ucp_request_param_t param{};
     if (!failure_.ok()) {
@@ -512,7 +515,7 @@ absl::Status Connection::Wait(std::vector<void*>& requests, Clock::time_point de
   for (int round = 0;; ++round) {
     bool armed = false;
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(&mu_);
       if (ep_ == nullptr) {
         // Another thread's call timed out and closed the connection. Its abandoned transfers
         // must never be progressed again (see AbortLocked), so neither are these.
@@ -553,7 +556,7 @@ absl::Status Connection::Wait(std::vector<void*>& requests, Clock::time_point de
 
 void RemoteKey::Reset() {
   if (rkey_ != nullptr) {
-    std::lock_guard lock(connection_->mu_);
+    MutexLock lock(&connection_->mu_);
     ucp_rkey_destroy(rkey_);
   }
   rkey_ = nullptr;
@@ -580,7 +583,7 @@ RemoteKey& RemoteKey::operator=(RemoteKey&& other) noexcept {
 
 void LocalRegion::Reset() {
   if (memh_ != nullptr) {
-    std::lock_guard lock(connection_->mu_);
+    MutexLock lock(&connection_->mu_);
     ucp_mem_unmap(connection_->context_, memh_);
   }
   memh_ = nullptr;
@@ -622,7 +625,7 @@ absl::StatusOr<std::unique_ptr<UcxTransport>> UcxTransport::Connect(
 }
 
 absl::Status UcxTransport::health() const {
-  std::lock_guard lock(connection_->mu_);
+  MutexLock lock(&connection_->mu_);
   return connection_->UsableLocked();
 }
 
@@ -632,7 +635,7 @@ std::string UcxTransport::DescribeLanes() const {
   FILE* stream = open_memstream(&text, &size);
   if (stream == nullptr) return {};
   {
-    std::lock_guard lock(connection_->mu_);
+    MutexLock lock(&connection_->mu_);
     if (connection_->ep_ != nullptr) ucp_ep_print_info(connection_->ep_, stream);
   }
   std::fclose(stream);
@@ -653,7 +656,7 @@ absl::StatusOr<RemoteKey> UcxTransport::ImportRkey(std::string_view packed,
   }
   // UCX reads the key in place; give it an aligned copy of exactly the checked bytes.
   const std::string buffer(packed);
-  std::lock_guard lock(connection_->mu_);
+  MutexLock lock(&connection_->mu_);
   if (absl::Status status = connection_->UsableLocked(); !status.ok()) {
     return status;
   }
@@ -679,7 +682,7 @@ absl::StatusOr<LocalRegion> UcxTransport::RegisterLocal(void* base, std::size_t 
   params.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH;
   params.address = base;
   params.length = length;
-  std::lock_guard lock(connection_->mu_);
+  MutexLock lock(&connection_->mu_);
   ucp_mem_h memh = nullptr;
   if (ucs_status_t st = ucp_mem_map(connection_->context_, &params, &memh); st != UCS_OK) {
     return UcsError(st, fmt::format("ucp_mem_map of {} local bytes at {}", length, base));
@@ -755,7 +758,7 @@ absl::Status UcxTransport::Transfer(std::span<const Op> ops) {
   requests.reserve(ops.size() + 1);
   absl::Status issue_error;
   {
-    std::lock_guard lock(connection.mu_);
+    MutexLock lock(&connection.mu_);
     if (absl::Status status = connection.UsableLocked(); !status.ok()) return status;
     std::size_t issued = 0;
     for (std::size_t i = 0; i < ops.size(); ++i) {
@@ -836,7 +839,7 @@ absl::Status UcxTransport::BlockTransfer(std::span<const Op> ops) {
   const auto deadline = Clock::now() + connection.options().op_timeout;
   std::vector<ucx_internal::AmOp> am(ops.size());
   {
-    std::lock_guard lock(connection.mu_);
+    MutexLock lock(&connection.mu_);
     if (absl::Status status = connection.UsableLocked(); !status.ok()) return status;
     for (std::size_t i = 0; i < ops.size(); ++i) {
       ucx_internal::AmOp& op = am[i];

@@ -221,7 +221,7 @@ class UcxTransport {
   [[nodiscard]] absl::Status WriteMany(std::span<const WriteOp> ops);
 
   // OK while the connection is usable; otherwise why it is not.
-  absl::Status health() const;
+  [[nodiscard]] absl::Status health() const;
 
   // UCX's description of the endpoint (ucp_ep_print_info): its lanes, i.e. which transport
   // carries active messages, rendezvous data and RMA. For logs, and for tests that must know
@@ -231,11 +231,11 @@ class UcxTransport {
  private:
   explicit UcxTransport(std::shared_ptr<ucx_internal::Connection> connection);
   template <typename Op>
-  absl::Status CheckOp(const Op& op, std::size_t index) const;
+  [[nodiscard]] absl::Status CheckOp(const Op& op, std::size_t index) const;
   template <typename Op>
-  absl::Status Transfer(std::span<const Op> ops);
+  [[nodiscard]] absl::Status Transfer(std::span<const Op> ops);
   template <typename Op>
-  absl::Status BlockTransfer(std::span<const Op> ops);
+  [[nodiscard]] absl::Status BlockTransfer(std::span<const Op> ops);
 
   std::shared_ptr<ucx_internal::Connection> connection_;
 };

@@ -1,5 +1,9 @@
 #include "kernels/tq_codec.h"
 
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
+
 #include <cstring>
 #include <string>
 
@@ -103,6 +107,16 @@ const char* CodecImplName(CodecImpl impl) {
   return "unknown";
 }
 
+#if defined(__x86_64__)
+namespace {
+// F16C (CPUID.1:ECX bit 29) read directly: Clang's __builtin_cpu_supports does not know "f16c".
+bool CpuHasF16c() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  return __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 && (ecx & bit_F16C) != 0;
+}
+}  // namespace
+#endif
+
 bool CodecImplAvailable(CodecImpl impl) {
   switch (impl) {
     case CodecImpl::kBest:
@@ -110,7 +124,7 @@ bool CodecImplAvailable(CodecImpl impl) {
       return true;
     case CodecImpl::kAvx2:
 #if defined(__x86_64__)
-      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+      return __builtin_cpu_supports("avx2") && CpuHasF16c();
 #else
       return false;
 #endif
@@ -118,7 +132,7 @@ bool CodecImplAvailable(CodecImpl impl) {
 #if defined(__x86_64__)
       return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
              __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-             __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+             __builtin_cpu_supports("avx2") && CpuHasF16c();
 #else
       return false;
 #endif

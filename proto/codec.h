@@ -15,7 +15,7 @@ static_assert(static_cast<int>(kernels::CodecId::kTq3) == v1::CODEC_TQ3);
 static_assert(static_cast<int>(kernels::CodecId::kTq4) == v1::CODEC_TQ4);
 
 // INVALID_ARGUMENT for CODEC_UNSPECIFIED or a value this build does not know.
-inline absl::StatusOr<kernels::CodecId> CodecFromProto(v1::Codec codec) {
+[[nodiscard]] inline absl::StatusOr<kernels::CodecId> CodecFromProto(v1::Codec codec) {
   if (auto id = kernels::CodecFromId(static_cast<std::uint32_t>(codec))) return *id;
   return absl::InvalidArgumentError(fmt::format("unknown codec id {}", static_cast<int>(codec)));
 }

@@ -20,8 +20,8 @@ void AppendU32(std::string& out, std::uint32_t v) {
   for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xffU));
 }
 
-absl::Status RangeError(std::string_view field, std::uint64_t value, std::uint64_t lo,
-                        std::uint64_t hi) {
+[[nodiscard]] absl::Status RangeError(std::string_view field, std::uint64_t value, std::uint64_t lo,
+                                      std::uint64_t hi) {
   return absl::InvalidArgumentError(
       fmt::format("layout.{} = {} is out of range [{}, {}]", field, value, lo, hi));
 }

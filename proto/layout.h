@@ -67,7 +67,7 @@ struct ModelLayout {
 
   // Conversion from the wire message validates: an unspecified or unknown enum value, or any
   // field out of range, is INVALID_ARGUMENT naming it.
-  static absl::StatusOr<ModelLayout> FromProto(const v1::ModelLayout& msg);
+  [[nodiscard]] static absl::StatusOr<ModelLayout> FromProto(const v1::ModelLayout& msg);
   [[nodiscard]] v1::ModelLayout ToProto() const;
 
   friend bool operator==(const ModelLayout&, const ModelLayout&) = default;

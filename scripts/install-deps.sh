@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
   build-essential cmake ninja-build pkg-config git ca-certificates
-  clang-format clang-tidy
+  clang-format clang-tidy clang-14 libclang-rt-14-dev dpkg-dev systemd
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libxxhash-dev
   librocksdb-dev libucx-dev liburing-dev libnuma-dev fio redis-server

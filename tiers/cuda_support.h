@@ -19,19 +19,19 @@ namespace cachesvc::tiers {
 int CudaDeviceCount();
 
 // Page-locks host memory so GPU copies from and to it are DMA (cudaHostRegister, portable).
-absl::Status CudaHostRegister(void* address, std::size_t bytes);
+[[nodiscard]] absl::Status CudaHostRegister(void* address, std::size_t bytes);
 void CudaHostUnregister(void* address);
 
 // Device memory on `device`.
-absl::StatusOr<void*> CudaMallocOnDevice(int device, std::size_t bytes);
+[[nodiscard]] absl::StatusOr<void*> CudaMallocOnDevice(int device, std::size_t bytes);
 void CudaFreeOnDevice(int device, void* address);
 
 // A synchronous copy in whichever direction the two addresses need (cudaMemcpyDefault: host to
 // device, device to host or device to device).
-absl::Status CudaCopy(void* dst, const void* src, std::size_t bytes);
+[[nodiscard]] absl::Status CudaCopy(void* dst, const void* src, std::size_t bytes);
 
 // A CUDA IPC memory handle for an allocation made by CudaMallocOnDevice (64 opaque bytes).
 using CudaIpcHandleBytes = std::array<unsigned char, 64>;
-absl::StatusOr<CudaIpcHandleBytes> CudaExportIpcHandle(void* base);
+[[nodiscard]] absl::StatusOr<CudaIpcHandleBytes> CudaExportIpcHandle(void* base);
 
 }  // namespace cachesvc::tiers

@@ -10,7 +10,8 @@
 namespace cachesvc::tiers {
 namespace {
 
-absl::Status CudaError(cudaError_t err, const char* call, const char* file, int line) {
+[[nodiscard]] absl::Status CudaError(cudaError_t err, const char* call, const char* file,
+                                     int line) {
   const std::string message =
       fmt::format("{} failed: {} ({}) at {}:{}", call, cudaGetErrorString(err),
                   static_cast<int>(err), file, line);

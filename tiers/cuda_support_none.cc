@@ -4,7 +4,9 @@
 namespace cachesvc::tiers {
 namespace {
 
-absl::Status NoCuda() { return absl::UnavailableError("cachesvc was built without CUDA"); }
+[[nodiscard]] absl::Status NoCuda() {
+  return absl::UnavailableError("cachesvc was built without CUDA");
+}
 
 }  // namespace
 

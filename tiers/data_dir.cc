@@ -10,6 +10,7 @@
 #include <string>
 #include <system_error>
 
+#include "base/errno_message.h"
 #include "fmt/format.h"
 
 namespace cachesvc {
@@ -42,7 +43,7 @@ absl::StatusOr<DataDir> DataDir::Open(const std::filesystem::path& path) {
   const int fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (fd < 0) {
     return absl::PermissionDeniedError(
-        fmt::format("cannot open '{}': {}", lock_path, std::strerror(errno)));
+        fmt::format("cannot open '{}': {}", lock_path, ErrnoMessage(errno)));
   }
   if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
     const int err = errno;
@@ -53,14 +54,14 @@ absl::StatusOr<DataDir> DataDir::Open(const std::filesystem::path& path) {
           "data_dir '{}' is in use by another cachesvc (pid {})", abs.string(), holder));
     }
     return absl::PermissionDeniedError(
-        fmt::format("cannot lock '{}': {}", lock_path, std::strerror(err)));
+        fmt::format("cannot lock '{}': {}", lock_path, ErrnoMessage(err)));
   }
   const std::string pid = fmt::format("{}\n", ::getpid());
   if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, pid.data(), pid.size(), 0) < 0) {
     const int err = errno;
     ::close(fd);
     return absl::PermissionDeniedError(
-        fmt::format("cannot write '{}': {}", lock_path, std::strerror(err)));
+        fmt::format("cannot write '{}': {}", lock_path, ErrnoMessage(err)));
   }
   return DataDir(std::move(abs), fd);
 }

@@ -22,7 +22,7 @@ class DataDir {
   // Creates `path` (and parents) if missing and locks it. FAILED_PRECONDITION naming the holder's
   // pid if another process holds the lock; PERMISSION_DENIED or INVALID_ARGUMENT when the folder
   // cannot be created or is not a folder.
-  static absl::StatusOr<DataDir> Open(const std::filesystem::path& path);
+  [[nodiscard]] static absl::StatusOr<DataDir> Open(const std::filesystem::path& path);
 
   DataDir(DataDir&& other) noexcept;
   DataDir& operator=(DataDir&& other) noexcept;

@@ -39,8 +39,8 @@ class HbmTier final : public Tier {
  public:
   // UNAVAILABLE without CUDA or without device `options.device`; RESOURCE_EXHAUSTED when the GPU
   // cannot hold capacity_bytes.
-  static absl::StatusOr<std::unique_ptr<HbmTier>> Create(const HbmTierOptions& options,
-                                                         Clock* clock = RealClock::Default());
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<HbmTier>> Create(
+      const HbmTierOptions& options, Clock* clock = RealClock::Default());
   ~HbmTier() override;
   HbmTier(const HbmTier&) = delete;
   HbmTier& operator=(const HbmTier&) = delete;

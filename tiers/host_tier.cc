@@ -9,6 +9,7 @@
 #include <cstring>
 #include <vector>
 
+#include "base/errno_message.h"
 #include "fmt/format.h"
 #include "spdlog/spdlog.h"
 #include "tiers/cuda_support.h"
@@ -22,7 +23,7 @@ std::uint64_t RoundUp(std::uint64_t n, std::uint64_t to) { return (n + to - 1) /
 
 // Checks that `node` exists and has memory, so that a typo is an error and not a silent
 // allocation elsewhere.
-absl::Status CheckNumaNode(int node) {
+[[nodiscard]] absl::Status CheckNumaNode(int node) {
   if (numa_available() < 0) {
     return absl::FailedPreconditionError(
         fmt::format("numa_node {} requested but this kernel does not support NUMA policy", node));
@@ -83,7 +84,7 @@ absl::StatusOr<std::unique_ptr<HostTier>> HostTier::Create(const HostTierOptions
     if (fd < 0 || ::ftruncate(fd, static_cast<off_t>(mapped)) != 0) {
       return fail(absl::ResourceExhaustedError(
           fmt::format("host tier '{}': a shared arena of {} bytes (memfd) failed: {}", options.name,
-                      mapped, std::strerror(errno))));
+                      mapped, ErrnoMessage(errno))));
     }
   }
   if (options.huge_pages == HugePages::kHugetlb) {
@@ -94,7 +95,7 @@ absl::StatusOr<std::unique_ptr<HostTier>> HostTier::Create(const HostTierOptions
       return fail(absl::ResourceExhaustedError(fmt::format(
           "host tier '{}': mmap of {} bytes with MAP_HUGETLB failed: {} (reserve 2 MiB pages "
           "first: vm.nr_hugepages >= {})",
-          options.name, mapped, std::strerror(errno), mapped / kHugePageBytes)));
+          options.name, mapped, ErrnoMessage(errno), mapped / kHugePageBytes)));
     }
     arena = static_cast<std::byte*>(p);
   } else {
@@ -105,7 +106,7 @@ absl::StatusOr<std::unique_ptr<HostTier>> HostTier::Create(const HostTierOptions
     if (p == MAP_FAILED) {
       return fail(
           absl::ResourceExhaustedError(fmt::format("host tier '{}': mmap of {} bytes failed: {}",
-                                                   options.name, usable, std::strerror(errno))));
+                                                   options.name, usable, ErrnoMessage(errno))));
     }
     const auto base = reinterpret_cast<std::uintptr_t>(p);
     const std::uintptr_t aligned = RoundUp(base, kHugePageBytes);
@@ -121,7 +122,7 @@ absl::StatusOr<std::unique_ptr<HostTier>> HostTier::Create(const HostTierOptions
       ::munmap(arena, usable);
       return fail(absl::ResourceExhaustedError(
           fmt::format("host tier '{}': mapping the shared arena of {} bytes failed: {}",
-                      options.name, usable, std::strerror(err))));
+                      options.name, usable, ErrnoMessage(err))));
     }
   }
   std::unique_ptr<HostTier> tier(new HostTier(options, clock, arena, mapped, fd));
@@ -130,7 +131,7 @@ absl::StatusOr<std::unique_ptr<HostTier>> HostTier::Create(const HostTierOptions
       tier->thp_advised_ = true;
     } else {
       spdlog::warn("host tier '{}': madvise(MADV_HUGEPAGE) failed ({}); using small pages",
-                   options.name, std::strerror(errno));
+                   options.name, ErrnoMessage(errno));
     }
   }
   if (options.numa_node >= 0) {
@@ -141,7 +142,7 @@ absl::StatusOr<std::unique_ptr<HostTier>> HostTier::Create(const HostTierOptions
                 MPOL_MF_STRICT | MPOL_MF_MOVE) != 0) {
       return absl::FailedPreconditionError(
           fmt::format("host tier '{}': binding {} bytes to numa_node {} failed: {}", options.name,
-                      mapped, options.numa_node, std::strerror(errno)));
+                      mapped, options.numa_node, ErrnoMessage(errno)));
     }
   }
   if (options.prefault) {

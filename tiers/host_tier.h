@@ -60,8 +60,8 @@ class HostTier final : public Tier {
   // INVALID_ARGUMENT for bad options or a NUMA node this host does not have (or one without
   // memory); RESOURCE_EXHAUSTED when the arena cannot be mapped (naming the size, and the huge
   // page pool for kHugetlb). `clock` must outlive the tier.
-  static absl::StatusOr<std::unique_ptr<HostTier>> Create(const HostTierOptions& options,
-                                                          Clock* clock = RealClock::Default());
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<HostTier>> Create(
+      const HostTierOptions& options, Clock* clock = RealClock::Default());
   ~HostTier() override;
   HostTier(const HostTier&) = delete;
   HostTier& operator=(const HostTier&) = delete;

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <utility>
 
+#include "base/errno_message.h"
 #include "fmt/format.h"
 #include "spdlog/spdlog.h"
 
@@ -55,7 +56,7 @@ absl::StatusOr<std::unique_ptr<IoRing>> IoRing::Create(int fd, bool direct, unsi
   const int err = io_uring_queue_init(queue_depth, uring.get(), 0);
   if (err < 0) {
     spdlog::warn("io_uring_queue_init(depth {}) failed: {}; falling back to pread/pwrite",
-                 queue_depth, std::strerror(-err));
+                 queue_depth, ErrnoMessage(-err));
     return ring;
   }
   ring->ring_ = std::move(uring);
@@ -198,7 +199,7 @@ void IoRing::Run(std::span<const Op> ops, std::span<int> results) {
     const int submitted = io_uring_submit_and_wait(ring, 1);
     if (submitted < 0 && submitted != -EINTR && submitted != -EAGAIN && submitted != -EBUSY) {
       // The ring itself failed: every unfinished request fails with its error.
-      spdlog::error("io_uring_submit_and_wait failed: {}", std::strerror(-submitted));
+      spdlog::error("io_uring_submit_and_wait failed: {}", ErrnoMessage(-submitted));
       for (Request& r : requests) {
         if (r.done < r.bytes) fail(r, submitted);
       }

@@ -39,10 +39,11 @@ class IoRing {
 
   // `direct`: the file was opened with O_DIRECT. INTERNAL only when memory for the bounce pages
   // cannot be had; an io_uring that cannot be set up selects the fallback instead.
-  static absl::StatusOr<std::unique_ptr<IoRing>> Create(int fd, bool direct, unsigned queue_depth);
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<IoRing>> Create(int fd, bool direct,
+                                                                      unsigned queue_depth);
   // A ring that always uses the pread/pwrite fallback (tests of that path).
-  static absl::StatusOr<std::unique_ptr<IoRing>> TEST_CreateSynchronous(int fd, bool direct,
-                                                                        unsigned queue_depth);
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<IoRing>> TEST_CreateSynchronous(
+      int fd, bool direct, unsigned queue_depth);
   ~IoRing();
   IoRing(const IoRing&) = delete;
   IoRing& operator=(const IoRing&) = delete;

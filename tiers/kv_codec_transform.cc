@@ -5,7 +5,7 @@
 namespace cachesvc::tiers {
 namespace {
 
-absl::Status FromCodec(const kernels::CodecStatus& s) {
+[[nodiscard]] absl::Status FromCodec(const kernels::CodecStatus& s) {
   if (s.ok()) return absl::OkStatus();
   return absl::Status(static_cast<absl::StatusCode>(s.code), s.message);
 }

@@ -19,7 +19,7 @@ namespace cachesvc::tiers {
 class KvCodecTransform final : public BlockTransform {
  public:
   // INVALID_ARGUMENT for a head_dim the codec does not support.
-  static absl::StatusOr<std::unique_ptr<KvCodecTransform>> Create(
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<KvCodecTransform>> Create(
       kernels::CodecId codec, kernels::ValueType type, std::uint32_t head_dim,
       std::uint64_t seed = kernels::kDefaultSignSeed);
 

@@ -240,7 +240,7 @@ MoveResult Mover::Run(MoveJob* job, std::byte* stage_a, std::byte* stage_b) {
     LeaseId id;
     bool held = true;
     void Release() {
-      if (held) (void)tier->ReleaseLease(id);
+      if (held) ReleaseLeaseOrWarn(*tier, id, "mover job done");
       held = false;
     }
     ~LeaseGuard() { Release(); }
@@ -307,7 +307,7 @@ MoveResult Mover::Run(MoveJob* job, std::byte* stage_a, std::byte* stage_b) {
   absl::StatusOr<SlotId> dst = r.destination->Allocate(data.size());
   if (!dst.ok()) return Failed(dst.status());
   if (absl::Status s = r.destination->Write(*dst, meta, data); !s.ok()) {
-    (void)r.destination->Free(*dst);
+    FreeOrWarn(*r.destination, *dst, "mover: destination write failed");
     return Failed(s);
   }
   if (job->cancel_requested()) {

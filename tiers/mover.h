@@ -32,8 +32,8 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "base/mutex.h"
 #include "tiers/block_transform.h"
-#include "tiers/mutex.h"
 #include "tiers/tier.h"
 
 namespace cachesvc::tiers {
@@ -105,7 +105,7 @@ class MoveJob {
 
 class Mover {
  public:
-  static absl::StatusOr<std::unique_ptr<Mover>> Create(const MoverOptions& options);
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<Mover>> Create(const MoverOptions& options);
   ~Mover();  // Shutdown()
   Mover(const Mover&) = delete;
   Mover& operator=(const Mover&) = delete;
@@ -113,7 +113,7 @@ class Mover {
   // Queues a job. INVALID_ARGUMENT for a malformed request (missing tier, a transform without a
   // direction or the other way round, a drop with a destination); UNAVAILABLE when the queue is
   // full; FAILED_PRECONDITION after Shutdown.
-  absl::StatusOr<std::shared_ptr<MoveJob>> Submit(MoveRequest request);
+  [[nodiscard]] absl::StatusOr<std::shared_ptr<MoveJob>> Submit(MoveRequest request);
 
   // Stops taking jobs, cancels the queued ones, waits for the running ones. Idempotent.
   void Shutdown();

@@ -37,7 +37,7 @@ std::string EncodeGeometry(const NvmeGeometry& g) {
   return out;
 }
 
-absl::Status FromRocks(const rocksdb::Status& s, std::string_view what) {
+[[nodiscard]] absl::Status FromRocks(const rocksdb::Status& s, std::string_view what) {
   if (s.ok()) return absl::OkStatus();
   const std::string message = fmt::format("index {}: {}", what, s.ToString());
   if (s.IsNoSpace()) return absl::ResourceExhaustedError(message);

@@ -45,8 +45,8 @@ class NvmeIndex {
   // Delete waits for RocksDB's WAL to reach the disk (otherwise the WAL is written, not synced:
   // a process crash loses nothing, a power loss may lose the newest entries, never leaving one
   // without its payload). INTERNAL when even a fresh index cannot be created.
-  static absl::StatusOr<std::unique_ptr<NvmeIndex>> Open(const std::filesystem::path& path,
-                                                         const NvmeGeometry& geometry, bool sync);
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<NvmeIndex>> Open(
+      const std::filesystem::path& path, const NvmeGeometry& geometry, bool sync);
   ~NvmeIndex();
   NvmeIndex(const NvmeIndex&) = delete;
   NvmeIndex& operator=(const NvmeIndex&) = delete;
@@ -67,7 +67,8 @@ class NvmeIndex {
 
   // The fixed-size value encoding (exposed for tests that plant bad entries).
   static std::string EncodeEntry(const IndexEntry& entry);
-  static absl::StatusOr<IndexEntry> DecodeEntry(const BlockId& key, std::string_view value);
+  [[nodiscard]] static absl::StatusOr<IndexEntry> DecodeEntry(const BlockId& key,
+                                                              std::string_view value);
   static std::string KeyFor(const BlockId& key);  // "b" + 16 key bytes
   // Writes a raw value under a raw key (tests only).
   [[nodiscard]] absl::Status TEST_PutRaw(const std::string& key, const std::string& value);

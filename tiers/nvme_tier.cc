@@ -5,6 +5,7 @@
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include "base/errno_message.h"
 #include "proto/xxh3.h"
 
 #include <algorithm>
@@ -19,9 +20,10 @@ namespace {
 
 // An errno from the data file as a Status: a full disk or a file size limit is
 // RESOURCE_EXHAUSTED (a capacity problem), anything else INTERNAL.
-absl::Status IoError(const std::string& tier, const char* what, std::uint64_t offset, int err) {
+[[nodiscard]] absl::Status IoError(const std::string& tier, const char* what, std::uint64_t offset,
+                                   int err) {
   const std::string message =
-      fmt::format("tier '{}': {} at offset {} failed: {}", tier, what, offset, std::strerror(err));
+      fmt::format("tier '{}': {} at offset {} failed: {}", tier, what, offset, ErrnoMessage(err));
   if (err == ENOSPC || err == EFBIG || err == EDQUOT) {
     return absl::ResourceExhaustedError(message);
   }
@@ -102,7 +104,7 @@ absl::StatusOr<std::unique_ptr<NvmeTier>> NvmeTier::Open(const NvmeTierOptions& 
   if (fd < 0) {
     const int err = errno;
     const std::string message = fmt::format("nvme tier '{}': cannot open data file '{}': {}",
-                                            options.name, path, std::strerror(err));
+                                            options.name, path, ErrnoMessage(err));
     if (err == EACCES || err == EPERM || err == EROFS) return absl::PermissionDeniedError(message);
     return absl::FailedPreconditionError(message);
   }
@@ -113,7 +115,7 @@ absl::StatusOr<std::unique_ptr<NvmeTier>> NvmeTier::Open(const NvmeTierOptions& 
       const int err = errno;
       ::close(fd);
       return absl::FailedPreconditionError(fmt::format(
-          "nvme tier '{}': cannot size device '{}': {}", options.name, path, std::strerror(err)));
+          "nvme tier '{}': cannot size device '{}': {}", options.name, path, ErrnoMessage(err)));
     }
     if (capacity == 0) capacity = device_bytes;
     if (device_bytes < capacity || capacity < options.max_slot_bytes) {
@@ -136,7 +138,7 @@ absl::StatusOr<std::unique_ptr<NvmeTier>> NvmeTier::Open(const NvmeTierOptions& 
           ::close(fd);
           const std::string message =
               fmt::format("nvme tier '{}': cannot preallocate {} bytes for '{}': {}", options.name,
-                          usable, path, std::strerror(err == EOPNOTSUPP ? errno : err));
+                          usable, path, ErrnoMessage(err == EOPNOTSUPP ? errno : err));
           if (err == ENOSPC || err == EFBIG || err == EDQUOT) {
             return absl::ResourceExhaustedError(message);
           }
@@ -217,7 +219,6 @@ NvmeTier::NvmeTier(const NvmeTierOptions& options, Clock* clock, int fd, bool di
     : options_(options),
       fd_(fd),
       direct_(direct),
-      usable_bytes_(usable_bytes),
       table_(options.name, TierKind::kNvme,
              SlotAllocatorOptions{usable_bytes, options.min_slot_bytes, options.max_slot_bytes},
              options.slots, clock) {}

@@ -40,9 +40,9 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "base/mutex.h"
 #include "tiers/clock.h"
 #include "tiers/io_ring.h"
-#include "tiers/mutex.h"
 #include "tiers/nvme_index.h"
 #include "tiers/nvme_write_pipeline.h"
 #include "tiers/slot_table.h"
@@ -95,8 +95,8 @@ class NvmeTier final : public Tier {
   // capacity_bytes; PERMISSION_DENIED/FAILED_PRECONDITION when the file cannot be opened;
   // RESOURCE_EXHAUSTED when it cannot be preallocated (no space, file size limit). A corrupt or
   // missing index is not an error: the tier starts cold (recovery().started_cold).
-  static absl::StatusOr<std::unique_ptr<NvmeTier>> Open(const NvmeTierOptions& options,
-                                                        Clock* clock = RealClock::Default());
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<NvmeTier>> Open(
+      const NvmeTierOptions& options, Clock* clock = RealClock::Default());
   ~NvmeTier() override;
   NvmeTier(const NvmeTier&) = delete;
   NvmeTier& operator=(const NvmeTier&) = delete;
@@ -171,14 +171,15 @@ class NvmeTier final : public Tier {
            std::uint64_t usable_bytes);
   // Checks `op`, reserves its key and slot and computes its index entry; reports a replaced
   // block's key in `*replaced_keys`. On error nothing is reserved.
-  absl::Status PrepareWrite(const WriteOp& op, WriteJob* job, std::vector<BlockId>* replaced_keys);
+  [[nodiscard]] absl::Status PrepareWrite(const WriteOp& op, WriteJob* job,
+                                          std::vector<BlockId>* replaced_keys);
   // Prepares and submits `ops`; dones[i] runs exactly once for ops[i].
   void StartWrites(std::span<const WriteOp> ops, std::span<WriteCallback> dones);
   // Pipeline commit thread: indexes a durable group, publishes it, runs its callbacks.
   void CommitGroup(std::vector<NvmeWritePipeline::Write*> group);
   // Undoes PrepareWrite after a failure.
   void AbortJob(const WriteJob& job);
-  absl::Status Recover();
+  [[nodiscard]] absl::Status Recover();
   IoRing* AcquireRing();
   void ReleaseRing(IoRing* ring);
   // Removes `key` from the key map if it still maps to `slot`.
@@ -188,7 +189,6 @@ class NvmeTier final : public Tier {
   const NvmeTierOptions options_;
   const int fd_;
   const bool direct_;
-  const std::uint64_t usable_bytes_;
   std::unique_ptr<NvmeIndex> index_;
   std::vector<std::unique_ptr<IoRing>> rings_;
   std::unique_ptr<NvmeWritePipeline> pipeline_;  // stopped first at destruction

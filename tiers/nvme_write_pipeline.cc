@@ -10,6 +10,7 @@
 #include <cstring>
 #include <utility>
 
+#include "base/errno_message.h"
 #include "fmt/format.h"
 #include "spdlog/spdlog.h"
 
@@ -50,7 +51,7 @@ absl::StatusOr<std::unique_ptr<NvmeWritePipeline>> NvmeWritePipeline::Start(int 
   p->event_fd_ = ::eventfd(0, EFD_CLOEXEC);
   if (p->event_fd_ < 0) {
     return absl::InternalError(
-        fmt::format("write pipeline: eventfd failed: {}", std::strerror(errno)));
+        fmt::format("write pipeline: eventfd failed: {}", ErrnoMessage(errno)));
   }
   if (!o.force_fallback) {
     auto ring = std::make_unique<io_uring>();
@@ -58,7 +59,7 @@ absl::StatusOr<std::unique_ptr<NvmeWritePipeline>> NvmeWritePipeline::Start(int 
     const int err = io_uring_queue_init(2 * o.queue_depth + 2, ring.get(), 0);
     if (err < 0) {
       spdlog::warn("write pipeline: io_uring_queue_init failed: {}; using pwrite and fdatasync",
-                   std::strerror(-err));
+                   ErrnoMessage(-err));
     } else {
       p->ring_ = std::move(ring);
       p->fixed_file_ = io_uring_register_files(p->ring_.get(), &fd, 1) == 0;
@@ -161,7 +162,7 @@ NvmeWritePipeline::Write* NvmeWritePipeline::PopRunnable(bool stopping,
 void NvmeWritePipeline::QueueParts(Write* w, bool body, bool tail) {
   io_uring* ring = ring_.get();
   const int file = fixed_file_ ? 0 : fd_;
-  const auto lane = static_cast<std::uint64_t>(w->lane);
+  const auto lane = static_cast<std::uint64_t>(w->lane_);
   auto prep = [&](const std::byte* memory, std::uint64_t len, std::uint64_t offset,
                   std::uint64_t tag) {
     io_uring_sqe* sqe = GetSqe(ring);
@@ -169,15 +170,15 @@ void NvmeWritePipeline::QueueParts(Write* w, bool body, bool tail) {
     if (fixed_file_) sqe->flags |= IOSQE_FIXED_FILE;
     if (options_.dsync) sqe->rw_flags = RWF_DSYNC;
     io_uring_sqe_set_data64(sqe, tag);
-    ++w->parts_in_flight;
+    ++w->parts_in_flight_;
   };
-  if (body && w->body_done < w->body_bytes) {
-    prep(w->buffer + w->body_done, w->body_bytes - w->body_done, w->file_offset + w->body_done,
+  if (body && w->body_done_ < w->body_bytes_) {
+    prep(w->buffer + w->body_done_, w->body_bytes_ - w->body_done_, w->file_offset + w->body_done_,
          lane * 2);
   }
-  if (tail && w->body_bytes < w->bytes && w->tail_done < kIoAlignment) {
-    prep(bounce_ + lane * kIoAlignment + w->tail_done, kIoAlignment - w->tail_done,
-         w->file_offset + w->body_bytes + w->tail_done, lane * 2 + 1);
+  if (tail && w->body_bytes_ < w->bytes && w->tail_done_ < kIoAlignment) {
+    prep(bounce_ + lane * kIoAlignment + w->tail_done_, kIoAlignment - w->tail_done_,
+         w->file_offset + w->body_bytes_ + w->tail_done_, lane * 2 + 1);
   }
 }
 
@@ -197,9 +198,9 @@ void NvmeWritePipeline::RingLoop() {
       stopping = stopping_;
       while (!queued_.empty() && (stopping || !free_lanes_.empty())) {
         if (Write* w = PopRunnable(stopping, &failed)) {
-          w->lane = free_lanes_.back();
+          w->lane_ = free_lanes_.back();
           free_lanes_.pop_back();
-          lanes_[static_cast<std::size_t>(w->lane)] = w;
+          lanes_[static_cast<std::size_t>(w->lane_)] = w;
           taken.push_back(w);
         }
       }
@@ -219,18 +220,18 @@ void NvmeWritePipeline::RingLoop() {
     Deliver(std::move(failed));
     failed.clear();
     for (Write* w : taken) {
-      w->body_bytes = w->bytes;
+      w->body_bytes_ = w->bytes;
       if (options_.direct && w->bytes % kIoAlignment != 0) {
-        w->body_bytes = w->bytes / kIoAlignment * kIoAlignment;
+        w->body_bytes_ = w->bytes / kIoAlignment * kIoAlignment;
       }
-      w->body_done = 0;
-      w->tail_done = 0;
-      w->parts_in_flight = 0;
-      if (w->body_bytes < w->bytes) {
+      w->body_done_ = 0;
+      w->tail_done_ = 0;
+      w->parts_in_flight_ = 0;
+      if (w->body_bytes_ < w->bytes) {
         // The last partial page goes through the lane's bounce page, zero-padded.
-        std::byte* page = bounce_ + static_cast<std::size_t>(w->lane) * kIoAlignment;
-        const std::uint64_t tail = w->bytes - w->body_bytes;
-        std::memcpy(page, w->buffer + w->body_bytes, tail);
+        std::byte* page = bounce_ + static_cast<std::size_t>(w->lane_) * kIoAlignment;
+        const std::uint64_t tail = w->bytes - w->body_bytes_;
+        std::memcpy(page, w->buffer + w->body_bytes_, tail);
         std::memset(page + tail, 0, kIoAlignment - tail);
       }
       QueueParts(w, true, true);
@@ -266,7 +267,7 @@ void NvmeWritePipeline::RingLoop() {
     if (submitted < 0 && submitted != -EINTR && submitted != -EAGAIN && submitted != -EBUSY) {
       // Requests already in flight still complete; retry rather than abandon their buffers.
       spdlog::error("write pipeline: io_uring_submit_and_wait failed: {}",
-                    std::strerror(-submitted));
+                    ErrnoMessage(-submitted));
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
     io_uring_cqe* cqe = nullptr;
@@ -300,7 +301,7 @@ void NvmeWritePipeline::RingLoop() {
       }
       const bool tail = (tag & 1) != 0;
       Write* w = lanes_[static_cast<std::size_t>(tag / 2)];
-      --w->parts_in_flight;
+      --w->parts_in_flight_;
       if (res == -EAGAIN || res == -EINTR) {
         if (w->result == 0) QueueParts(w, !tail, tail);
       } else if (res <= 0) {
@@ -309,13 +310,13 @@ void NvmeWritePipeline::RingLoop() {
           w->failed_at = "payload write";
         }
       } else {
-        (tail ? w->tail_done : w->body_done) += static_cast<std::uint64_t>(res);
+        (tail ? w->tail_done_ : w->body_done_) += static_cast<std::uint64_t>(res);
         if (w->result == 0) QueueParts(w, !tail, tail);  // a short transfer's remainder
       }
-      if (w->parts_in_flight != 0) continue;
-      lanes_[static_cast<std::size_t>(w->lane)] = nullptr;
-      free_lanes_.push_back(w->lane);
-      w->lane = -1;
+      if (w->parts_in_flight_ != 0) continue;
+      lanes_[static_cast<std::size_t>(w->lane_)] = nullptr;
+      free_lanes_.push_back(w->lane_);
+      w->lane_ = -1;
       if (w->result != 0) {
         failed.push_back(w);
       } else if (options_.dsync) {

@@ -35,8 +35,8 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "base/mutex.h"
 #include "tiers/io_ring.h"
-#include "tiers/mutex.h"
 
 struct io_uring;
 
@@ -57,11 +57,11 @@ class NvmeWritePipeline {
 
    private:
     friend class NvmeWritePipeline;
-    std::uint64_t body_bytes = 0;  // the aligned part written from `buffer` directly
-    std::uint64_t body_done = 0;
-    std::uint64_t tail_done = 0;  // bytes of the bounce page written (when there is a tail)
-    unsigned parts_in_flight = 0;
-    int lane = -1;
+    std::uint64_t body_bytes_ = 0;  // the aligned part written from `buffer` directly
+    std::uint64_t body_done_ = 0;
+    std::uint64_t tail_done_ = 0;  // bytes of the bounce page written (when there is a tail)
+    unsigned parts_in_flight_ = 0;
+    int lane_ = -1;
   };
   using CommitFn = std::function<void(std::vector<Write*> group)>;
 
@@ -76,8 +76,8 @@ class NvmeWritePipeline {
   };
 
   // Starts both threads. INTERNAL when the bounce pages or an eventfd cannot be had.
-  static absl::StatusOr<std::unique_ptr<NvmeWritePipeline>> Start(int fd, const Options& options,
-                                                                  CommitFn commit);
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<NvmeWritePipeline>> Start(
+      int fd, const Options& options, CommitFn commit);
   ~NvmeWritePipeline();  // Stop()
   NvmeWritePipeline(const NvmeWritePipeline&) = delete;
   NvmeWritePipeline& operator=(const NvmeWritePipeline&) = delete;

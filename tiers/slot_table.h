@@ -25,8 +25,8 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "base/mutex.h"
 #include "tiers/clock.h"
-#include "tiers/mutex.h"
 #include "tiers/slot_allocator.h"
 #include "tiers/tier.h"
 
@@ -111,8 +111,9 @@ class SlotTable {
     bool operator>(const Deadline& o) const { return when > o.when; }
   };
 
-  absl::StatusOr<Slot*> Find(SlotId slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::StatusOr<const Slot*> Find(SlotId slot) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  [[nodiscard]] absl::StatusOr<Slot*> Find(SlotId slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  [[nodiscard]] absl::StatusOr<const Slot*> FindConst(SlotId slot) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::size_t ExpireLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Returns the slot to the allocator once nothing pins it.
   void MaybeRelease(Slot* slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -27,6 +27,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <string_view>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -150,5 +151,13 @@ class Tier {
 
   [[nodiscard]] virtual TierStats Stats() const = 0;
 };
+
+// Cleanup on an error path, where the caller has nothing better to do with a failure than say
+// so: frees `slot` (a slot this caller allocated, so a failure means the bookkeeping is wrong)
+// and logs a warning naming `context` if the tier refuses. Returns whether it was freed.
+bool FreeOrWarn(Tier& tier, SlotId slot, std::string_view context);
+// Ends `lease`; NOT_FOUND (the tier already expired it) is expected and silent, any other
+// failure is logged with `context`. Returns whether the lease was still held.
+bool ReleaseLeaseOrWarn(Tier& tier, LeaseId lease, std::string_view context);
 
 }  // namespace cachesvc::tiers

@@ -17,6 +17,7 @@
 #include <limits>
 #include <sstream>
 
+#include "base/errno_message.h"
 #include "bench/replay/loaders.h"
 #include "bench/replay/trace_internal.h"
 #include "fmt/format.h"
@@ -83,8 +84,9 @@ std::string ParseRequest(const json& r, std::int64_t base_us, const Conversation
 
 // Loads the request list `reqs` of one session (the conversation, or one sub-agent) starting at
 // base_us, recursing into sub-agents, and derives the session's tool calls.
-absl::Status LoadSession(const json& reqs, const std::string& where, std::int64_t base_us,
-                         std::uint64_t session, Conversation* conv) {
+[[nodiscard]] absl::Status LoadSession(const json& reqs, const std::string& where,
+                                       std::int64_t base_us, std::uint64_t session,
+                                       Conversation* conv) {
   std::vector<Parsed> parsed;
   for (std::size_t i = 0; i < reqs.size(); ++i) {
     const json& r = reqs[i];
@@ -147,8 +149,8 @@ absl::Status LoadSession(const json& reqs, const std::string& where, std::int64_
 }
 
 // Reads and parses one file; a syntax error names its line.
-absl::Status LoadFile(const fs::path& path, std::size_t index, std::int64_t start_us,
-                      internal::BadInput* bad, Trace* trace) {
+[[nodiscard]] absl::Status LoadFile(const fs::path& path, std::size_t index, std::int64_t start_us,
+                                    internal::BadInput* bad, Trace* trace) {
   Conversation conv;
   conv.file = path.string();
   conv.id_offset = std::uint64_t{index} << 32;
@@ -236,7 +238,7 @@ absl::StatusOr<std::string> ExtractKvCacheTesterTarball(const std::string& tarba
   argv.push_back(nullptr);
   pid_t pid = 0;
   if (const int rc = posix_spawnp(&pid, "tar", nullptr, nullptr, argv.data(), environ); rc != 0) {
-    return absl::InternalError(fmt::format("cannot start tar: {}", std::strerror(rc)));
+    return absl::InternalError(fmt::format("cannot start tar: {}", ErrnoMessage(rc)));
   }
   int status = 0;
   while (waitpid(pid, &status, 0) < 0) {

@@ -38,8 +38,8 @@ constexpr std::array<PartKind, 5> kParts = {{
 
 using PartLengths = std::unordered_map<std::uint64_t, std::uint32_t>;
 
-absl::Status LoadPartFile(const std::string& path, const PartKind& kind, internal::BadInput* bad,
-                          PartLengths* lengths) {
+[[nodiscard]] absl::Status LoadPartFile(const std::string& path, const PartKind& kind,
+                                        internal::BadInput* bad, PartLengths* lengths) {
   std::vector<std::string> lines;
   if (auto st = internal::ReadLines(path, &lines); !st.ok()) return st;
   for (std::size_t i = 0; i < lines.size(); ++i) {

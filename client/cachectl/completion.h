@@ -8,7 +8,7 @@
 
 #include <string>
 
-#include "CLI/CLI.hpp"
+#include "base/cli11.h"
 
 namespace cachesvc::cachectl {
 

@@ -15,13 +15,13 @@
 namespace cachesvc::cachectl {
 
 // The contents of `path`, or of stdin when `path` is "-".
-absl::StatusOr<std::string> ReadInput(const std::string& path);
+[[nodiscard]] absl::StatusOr<std::string> ReadInput(const std::string& path);
 
 // Token ids: a JSON array of integers ("[1, 2, 3]"), or integers separated by whitespace and/or
 // commas ("1 2 3", "1,2,3", one per line). Each must fit in 32 bits. `source` names the input in
 // errors.
-absl::StatusOr<std::vector<std::uint32_t>> ParseTokenIds(const std::string& text,
-                                                         const std::string& source);
+[[nodiscard]] absl::StatusOr<std::vector<std::uint32_t>> ParseTokenIds(const std::string& text,
+                                                                       const std::string& source);
 
 // A model layout's fields as given on the command line; unset ones come from the file.
 struct LayoutFlags {
@@ -40,25 +40,28 @@ struct LayoutFlags {
 // cachesvc.v1.ModelLayout, at the top level or under a "layout" table) with `flags` applied over
 // it; `file_text` may be empty. Checked the way the daemon checks it (proto/layout.h), so a
 // mistake is found before any call. tp_size defaults to 1 and attention to mha_gqa.
-absl::StatusOr<v1::ModelLayout> BuildLayout(const std::string& file_text, const std::string& source,
-                                            const LayoutFlags& flags);
+[[nodiscard]] absl::StatusOr<v1::ModelLayout> BuildLayout(const std::string& file_text,
+                                                          const std::string& source,
+                                                          const LayoutFlags& flags);
 
 // The XXH3-64 fingerprint the daemon will give `layout` (valid layouts only).
 std::uint64_t LayoutFingerprint(const v1::ModelLayout& layout);
 
 // 32 hex digits (either case, "0x" prefix allowed) -> the key's 16 wire bytes.
-absl::StatusOr<std::string> ParseKeyHex(const std::string& hex);
+[[nodiscard]] absl::StatusOr<std::string> ParseKeyHex(const std::string& hex);
 
 // "30s", "1500ms", "5m", "1h30m", "0" -> milliseconds, within [0, max_ms].
-absl::StatusOr<std::uint32_t> ParseDurationMs(const std::string& text, std::uint32_t max_ms);
+[[nodiscard]] absl::StatusOr<std::uint32_t> ParseDurationMs(const std::string& text,
+                                                            std::uint32_t max_ms);
 
 // "NAME=VALUE" arguments -> knobs. The name may not be empty; the value may (the daemon decides).
-absl::StatusOr<std::vector<v1::PolicyKnob>> ParseKnobs(const std::vector<std::string>& args);
+[[nodiscard]] absl::StatusOr<std::vector<v1::PolicyKnob>> ParseKnobs(
+    const std::vector<std::string>& args);
 
 // "running", "waiting_tool" (or "waiting"), "idle", "closed", "all" -> the state (all:
 // UNSPECIFIED).
-absl::StatusOr<v1::SessionState> ParseState(const std::string& name);
+[[nodiscard]] absl::StatusOr<v1::SessionState> ParseState(const std::string& name);
 // "hbm", "host", "nvme", "all" -> the tier (all: UNSPECIFIED).
-absl::StatusOr<v1::TierKind> ParseTier(const std::string& name);
+[[nodiscard]] absl::StatusOr<v1::TierKind> ParseTier(const std::string& name);
 
 }  // namespace cachesvc::cachectl

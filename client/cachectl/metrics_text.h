@@ -21,12 +21,12 @@ struct MetricSample {
 };
 
 // The samples of a text exposition; INVALID_ARGUMENT naming the line for one that is not a sample.
-absl::StatusOr<std::vector<MetricSample>> ParseMetricsText(std::string_view text);
+[[nodiscard]] absl::StatusOr<std::vector<MetricSample>> ParseMetricsText(std::string_view text);
 
 // The body of GET http://ADDRESS/metrics (ADDRESS is host:port, or a URL with http://);
 // UNAVAILABLE when nothing answers in `timeout`, INTERNAL for a status other than 200.
-absl::StatusOr<std::string> FetchMetrics(const std::string& address,
-                                         std::chrono::milliseconds timeout);
+[[nodiscard]] absl::StatusOr<std::string> FetchMetrics(const std::string& address,
+                                                       std::chrono::milliseconds timeout);
 
 // The sum of the samples named `name` whose labels include every pair of `match`.
 double SumMetric(const std::vector<MetricSample>& samples, std::string_view name,

@@ -7,7 +7,15 @@
 #include <string>
 #include <vector>
 
+// GCC says __SANITIZE_THREAD__; Clang says __has_feature(thread_sanitizer).
 #if defined(__SANITIZE_THREAD__)
+#define CACHESVC_UNDER_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define CACHESVC_UNDER_TSAN 1
+#endif
+#endif
+#if defined(CACHESVC_UNDER_TSAN)
 // ThreadSanitizer suppressions (TSan calls __tsan_default_suppressions at start-up). UCX is a
 // prebuilt, uninstrumented library with its own threads and locks: TSan sees only the libc calls
 // it makes (memcpy, pthread_spin_lock, send, close) and none of its atomics, so it reports

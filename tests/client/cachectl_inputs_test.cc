@@ -2,8 +2,12 @@
 // durations, knobs, the /metrics text parser, and the table and number formats the commands print.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <sstream>
 #include <utility>
 #include <vector>
@@ -55,6 +59,31 @@ ModelLayout Expected() {
   l.dtype = Dtype::kBf16;
   l.block_tokens = 16;
   return l;
+}
+
+// ReadInput reads whole files, binary bytes and empty ones included, and names a file it cannot
+// read. (Its stdin path shares ReadAll with files; the release build's -Wnull-dereference is
+// what the old istreambuf_iterator version failed.)
+TEST(ReadInputTest, WholeFilesEmptyFilesAndMissingOnes) {
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("cachectl_inputs_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const std::string bytes("a\0b\r\n\xff tail", 11);
+  {
+    std::ofstream(dir / "bytes", std::ios::binary) << bytes;
+    std::ofstream(dir / "empty", std::ios::binary);
+  }
+  auto full = ReadInput((dir / "bytes").string());
+  ASSERT_TRUE(full.ok()) << full.status();
+  EXPECT_EQ(*full, bytes);
+  auto empty = ReadInput((dir / "empty").string());
+  ASSERT_TRUE(empty.ok()) << empty.status();
+  EXPECT_EQ(*empty, "");
+  auto missing = ReadInput((dir / "missing").string());
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(missing.status().message()), HasSubstr("missing"));
+  std::filesystem::remove_all(dir);
 }
 
 TEST(LayoutTest, TomlJsonAndFlagsGiveTheSameLayout) {

@@ -28,9 +28,11 @@ std::unique_ptr<KvConnector> Connect(const ConnectorDaemon& d, CodecId codec = C
 }
 
 // Saves blocks [first, ids.size()) of `tokens` from `pages` layer by layer, as an engine does.
-absl::StatusOr<SaveResult> SaveAll(KvConnector& c, std::span<const std::uint32_t> tokens,
-                                   std::span<const std::uint32_t> ids, std::size_t first = 0,
-                                   const std::string& session = "") {
+[[nodiscard]] absl::StatusOr<SaveResult> SaveAll(KvConnector& c,
+                                                 std::span<const std::uint32_t> tokens,
+                                                 std::span<const std::uint32_t> ids,
+                                                 std::size_t first = 0,
+                                                 const std::string& session = "") {
   if (absl::Status st = c.BeginSave(tokens, ids, {.first_block = first, .session_id = session});
       !st.ok()) {
     return st;

@@ -14,10 +14,10 @@
 #include <string>
 #include <vector>
 
+#include "base/mutex.h"
 #include "spdlog/spdlog.h"
 #include "tests/tiers/nvme_crash_options.h"
 #include "tests/tiers/test_util.h"
-#include "tiers/mutex.h"
 #include "tiers/nvme_tier.h"
 
 namespace cachesvc::tiers {

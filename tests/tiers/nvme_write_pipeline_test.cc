@@ -17,8 +17,8 @@
 #include <thread>
 #include <vector>
 
+#include "base/mutex.h"
 #include "tests/tiers/test_util.h"
-#include "tiers/mutex.h"
 #include "tiers/nvme_tier.h"
 
 namespace cachesvc::tiers {
@@ -68,7 +68,7 @@ class Outcomes {
     MutexLock lock(&mu_);
     return calls_[i];
   }
-  absl::Status status(std::size_t i) {
+  [[nodiscard]] absl::Status status(std::size_t i) {
     MutexLock lock(&mu_);
     return status_[i];
   }

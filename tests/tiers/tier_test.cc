@@ -133,7 +133,8 @@ TEST_P(TierContractTest, BadArgumentsChangeNothing) {
   Expect(a, 1, 64 * kKiB);
 }
 
-absl::StatusOr<std::unique_ptr<Tier>> MakeHost(Clock* clock, const std::filesystem::path&) {
+[[nodiscard]] absl::StatusOr<std::unique_ptr<Tier>> MakeHost(Clock* clock,
+                                                             const std::filesystem::path&) {
   HostTierOptions o;
   o.name = "host-contract";
   o.capacity_bytes = 4 * kMiB;
@@ -144,7 +145,8 @@ absl::StatusOr<std::unique_ptr<Tier>> MakeHost(Clock* clock, const std::filesyst
   return std::unique_ptr<Tier>(std::move(*t));
 }
 
-absl::StatusOr<std::unique_ptr<Tier>> MakeNvme(Clock* clock, const std::filesystem::path& dir) {
+[[nodiscard]] absl::StatusOr<std::unique_ptr<Tier>> MakeNvme(Clock* clock,
+                                                             const std::filesystem::path& dir) {
   NvmeTierOptions o;
   o.name = "nvme-contract";
   o.data_path = dir / "slots.dat";
@@ -157,7 +159,8 @@ absl::StatusOr<std::unique_ptr<Tier>> MakeNvme(Clock* clock, const std::filesyst
   return std::unique_ptr<Tier>(std::move(*t));
 }
 
-absl::StatusOr<std::unique_ptr<Tier>> MakeHbm(Clock* clock, const std::filesystem::path&) {
+[[nodiscard]] absl::StatusOr<std::unique_ptr<Tier>> MakeHbm(Clock* clock,
+                                                            const std::filesystem::path&) {
   HbmTierOptions o;
   o.name = "hbm-contract";
   o.capacity_bytes = 4 * kMiB;

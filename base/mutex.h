@@ -1,4 +1,4 @@
-// tiers/mutex.h: the mutex and condition variable the tiers use: std::mutex and
+// base/mutex.h: the mutex and condition variable every folder uses: std::mutex and
 // std::condition_variable_any under Abseil's thread-safety annotations.
 //
 // Why not absl::Mutex: Debian's Abseil is a prebuilt library without ThreadSanitizer
@@ -14,7 +14,7 @@
 
 #include "absl/base/thread_annotations.h"
 
-namespace cachesvc::tiers {
+namespace cachesvc {
 
 class ABSL_LOCKABLE Mutex {
  public:
@@ -26,6 +26,10 @@ class ABSL_LOCKABLE Mutex {
   // BasicLockable, for CondVar.
   void lock() ABSL_EXCLUSIVE_LOCK_FUNCTION() { mu_.lock(); }
   void unlock() ABSL_UNLOCK_FUNCTION() { mu_.unlock(); }
+  // Tells the lock analysis that the caller holds this mutex, where the analysis cannot follow
+  // (a callback that a library invokes under the caller's lock). Checks nothing at run time:
+  // std::mutex cannot say who owns it.
+  void AssertHeld() const ABSL_ASSERT_EXCLUSIVE_LOCK() {}
 
  private:
   std::mutex mu_;
@@ -61,4 +65,4 @@ class CondVar {
   std::condition_variable_any cv_;
 };
 
-}  // namespace cachesvc::tiers
+}  // namespace cachesvc
