@@ -69,7 +69,9 @@ abi_test() {
     tests/client/c_abi_test.c -L"${base}/lib" -lcachesvc_client -Wl,-rpath,"${base}/lib" \
     -o "${work}/c_abi_test"
   # Linked against the installed library, not the build tree's.
-  ldd "${work}/c_abi_test" | grep -q "${base}/lib/libcachesvc_client.so.1" || {
+  local libs
+  libs="$(ldd "${work}/c_abi_test")"  # not piped into grep -q: pipefail and SIGPIPE
+  grep -q "${base}/lib/libcachesvc_client.so.1" <<<"${libs}" || {
     echo "install-check: c_abi_test does not link the installed library" >&2; exit 1; }
   local token=ci-abi-token
   local hash
@@ -106,7 +108,8 @@ echo "---- cpack -G DEB"
 deb="$(ls "${work}"/deb/cachesvc_*.deb)"
 echo "install-check: $(basename "${deb}"), $(du -h "${deb}" | cut -f1)"
 echo "install-check: Depends: $(dpkg-deb -f "${deb}" Depends)"
-dpkg-deb -I "${deb}" conffiles | grep -qx /etc/cachesvc/cachesvc.toml
+conffiles="$(dpkg-deb -I "${deb}" conffiles)"
+grep -qx /etc/cachesvc/cachesvc.toml <<<"${conffiles}"
 apt-get install --simulate --no-install-recommends "${deb}" >"${work}/apt.log" 2>&1 ||
   { cat "${work}/apt.log" >&2; echo "install-check: the .deb's dependencies do not resolve" >&2; exit 1; }
 echo "install-check: apt-get resolves the package's dependencies"

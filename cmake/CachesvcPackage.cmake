@@ -33,8 +33,9 @@ install(CODE "
   set(config \"\${etc}/cachesvc/cachesvc.toml\")
   # The configuration: an operator's edited copy is never overwritten.
   if(NOT EXISTS \"\$ENV{DESTDIR}\${config}\")
+    # file(INSTALL) adds DESTDIR itself (cpack stages with DESTDIR and the prefix /usr).
     file(INSTALL \"${PROJECT_SOURCE_DIR}/deploy/cachesvc.toml\"
-         DESTINATION \"\$ENV{DESTDIR}\${etc}/cachesvc\")
+         DESTINATION \"\${etc}/cachesvc\")
   endif()
   # The unit, naming the daemon and the configuration where they were installed.
   file(READ \"${PROJECT_SOURCE_DIR}/deploy/cachesvc.service\" unit)
