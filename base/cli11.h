@@ -1,20 +1,11 @@
-// base/cli11.h: the one place the project includes CLI11 (header-only, Debian's
-// libcli11-dev). Include this, never "CLI/CLI.hpp" directly.
-//
-// Why a wrapper: GCC 12 at -O2 reports -Wnull-dereference inside CLI11's own inline code
-// (CLI::detail::split's vector<string>::emplace_back, through libstdc++'s _M_realloc_insert) once
-// it is inlined into a translation unit. The warning is a known false positive of GCC's
-// flow-sensitive null-dereference pass on libstdc++ relocation code; it is issued even though the
-// header is a system header, because the middle end attributes it after inlining. The pragma
-// silences it for the library's code only: the project's own code stays under the project's
-// -Wnull-dereference -Werror (cmake/CachesvcWarnings.cmake), which the release build checks.
+// base/cli11.h: the one place the project includes CLI11 (header-only, Debian's libcli11-dev).
+// Include this, never "CLI/CLI.hpp" directly: GCC 12's -Wnull-dereference false positive in
+// CLI11's inline code (CLI::detail::split) is silenced for its headers only
+// (base/third_party_warnings.h).
 #pragma once
 
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wnull-dereference"
-#endif
+#include "base/third_party_warnings.h"
+
+CACHESVC_THIRD_PARTY_BEGIN
 #include "CLI/CLI.hpp"  // IWYU pragma: export
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+CACHESVC_THIRD_PARTY_END

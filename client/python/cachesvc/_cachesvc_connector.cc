@@ -18,20 +18,13 @@
 // wait for the background save); token and page-id inputs are copied into C++ vectors first.
 //
 // Thread-safety: that of KvConnector (client/kv_connector.h); Python callers keep its rules.
-// GCC 12 at -O2 reports -Wnull-dereference inside pybind11's own inline code
-// (detail::clear_patients' unordered_map lookup, after inlining), a false positive of its
-// flow-sensitive pass on library code (see base/cli11.h). Silenced for pybind11's headers only;
-// this file's code stays under -Wnull-dereference -Werror.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wnull-dereference"
-#endif
+// pybind11's headers only: GCC 12's -Wnull-dereference false positive in its inline code.
+#include "base/third_party_warnings.h"
+CACHESVC_THIRD_PARTY_BEGIN
 #include <pybind11/functional.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+CACHESVC_THIRD_PARTY_END
 
 #include <chrono>
 #include <cstdint>
