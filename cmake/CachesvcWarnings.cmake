@@ -6,7 +6,7 @@ function(cachesvc_warnings target)
                               -Wold-style-cast -Wcast-align -Wunused -Woverloaded-virtual
                               -Wnull-dereference -Wimplicit-fallthrough -Werror>
     # Clang checks the lock annotations (ABSL_GUARDED_BY, ABSL_EXCLUSIVE_LOCKS_REQUIRED, ...);
-    # GCC ignores them, so the clang and tsan presets are where locking is verified.
+    # GCC ignores them, so the Clang presets (clang, asan, tsan) are where locking is verified.
     $<$<AND:$<COMPILE_LANGUAGE:CXX>,$<CXX_COMPILER_ID:Clang>>:-Wthread-safety>
     $<$<COMPILE_LANGUAGE:CUDA>:-Werror=all-warnings -Xcompiler=-Wall,-Wextra,-Werror>)
 endfunction()

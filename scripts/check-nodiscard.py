@@ -3,9 +3,9 @@
 absl::StatusOr<T> is declared [[nodiscard]].
 
 Why a check of our own: Debian's Abseil marks absl::Status must-use only under Clang, so GCC
-builds (dev, asan, release) would let a dropped error through. With [[nodiscard]] on each
-declaration, every compiler rejects a call whose result is ignored (-Werror), and the clang and
-tsan presets also catch calls through functions this check cannot see.
+builds (dev, release) would let a dropped error through. With [[nodiscard]] on each
+declaration, every compiler rejects a call whose result is ignored (-Werror), and the Clang
+presets (clang, asan, tsan) also catch calls through functions this check cannot see.
 
 What it looks at: the project's C++ sources (base, kernels, proto, tiers, cachesvc, client, bench,
 tests), every declaration or definition whose return type is absl::Status or absl::StatusOr<...>

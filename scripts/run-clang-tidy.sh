@@ -2,7 +2,7 @@
 # scripts/run-clang-tidy.sh [--no-analyzer] BUILD_DIR FOLDER...: clang-tidy (Debian's clang-tidy-14, the checks in
 # .clang-tidy) on every .cc file of FOLDER... listed in BUILD_DIR/compile_commands.json, and on
 # the project headers they include (.clang-tidy's HeaderFilterRegex). Any finding is an error:
-# exits 1 and lists them. BUILD_DIR should be a Clang build (the clang or tsan preset), so that
+# exits 1 and lists them. BUILD_DIR should be a Clang build (the clang or asan preset), so that
 # clang-tidy parses with the flags the code really compiles with.
 #
 #   scripts/run-clang-tidy.sh build/clang cachesvc tiers
@@ -21,7 +21,7 @@ fi
 build="$1"
 shift
 [ -f "${build}/compile_commands.json" ] || {
-  echo "run-clang-tidy: no ${build}/compile_commands.json (configure a clang or tsan preset)" >&2
+  echo "run-clang-tidy: no ${build}/compile_commands.json (configure and build a clang or asan preset)" >&2
   exit 2
 }
 tidy="$(command -v clang-tidy-14 || command -v clang-tidy)"
