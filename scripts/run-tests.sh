@@ -4,7 +4,8 @@
 # scripts/run-daemon.sh, bench/run and cmake --install use), the asan preset (AddressSanitizer +
 # UndefinedBehaviorSanitizer under Clang 14, Debug, so assertions are checked; Clang also checks
 # the lock annotations of the whole tree, -Wthread-safety -Werror), then the tsan preset (Clang
-# 14: the tests labelled `concurrent`, and only what they need, under ThreadSanitizer). Exits non-zero when any build or test fails.
+# 14: the tests labelled `concurrent`, and only what they need, under ThreadSanitizer). Exits
+# non-zero when any build or test fails.
 # Set CACHESVC_TEST_PRESETS to choose presets, e.g. CACHESVC_TEST_PRESETS="dev" for the everyday
 # Debug build.
 set -euo pipefail
