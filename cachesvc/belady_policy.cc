@@ -25,8 +25,10 @@ class BeladyPolicy final : public ResidencyPolicy {
 
   std::string_view Name() const override { return "belady"; }
 
-  void BeginRequest(std::uint64_t, std::span<const BlockKey> chain, std::int64_t) override {
-    ++request_;  // the request now being served
+  void BeginRequest(std::uint64_t, std::span<const BlockKey> chain, std::int64_t,
+                    RequestStep step) override {
+    if (step != RequestStep::kLoad) return;  // the same request
+    ++request_;                              // the request now being served
     for (const BlockKey& k : chain) {
       auto it = uses_.find(k);
       if (it == uses_.end()) continue;  // not in the declared future: treated as never reused
@@ -49,10 +51,14 @@ class BeladyPolicy final : public ResidencyPolicy {
     order_[Index(tier)].erase({NextUseOf(key), key});
   }
 
-  std::optional<BlockKey> ChooseVictim(tiers::TierKind tier, std::int64_t) override {
+  using ResidencyPolicy::ChooseVictim;
+  std::optional<BlockKey> ChooseVictim(tiers::TierKind tier, std::int64_t,
+                                       Evictable evictable) override {
     const auto& o = order_[Index(tier)];
-    if (o.empty()) return std::nullopt;
-    return o.rbegin()->second;  // farthest next use
+    for (auto it = o.rbegin(); it != o.rend(); ++it) {  // farthest next use first
+      if (evictable(it->second)) return it->second;
+    }
+    return std::nullopt;
   }
   std::optional<tiers::TierKind> DemoteTarget(tiers::TierKind from) const override {
     if (from == tiers::TierKind::kHbm) return tiers::TierKind::kHost;

@@ -18,6 +18,7 @@
 #pragma once
 
 #include <array>
+#include <bit>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -49,6 +50,15 @@ struct TierCopy {
   std::uint8_t slot_log2 = 0;      // tiers::SlotId::slot_bytes == 1 << slot_log2
   kernels::CodecId codec = kernels::CodecId::kRaw;
   friend bool operator==(const TierCopy&, const TierCopy&) = default;
+
+  // The tier's name for the slot, and a copy in a slot the tier handed out.
+  [[nodiscard]] tiers::SlotId slot() const {
+    return tiers::SlotId{slot_offset, std::uint64_t{1} << slot_log2};
+  }
+  static TierCopy Of(const tiers::SlotId& slot, std::uint64_t stored, kernels::CodecId codec) {
+    return TierCopy{slot.offset, static_cast<std::uint32_t>(stored),
+                    static_cast<std::uint8_t>(std::countr_zero(slot.slot_bytes)), codec};
+  }
 };
 
 // 72 bytes: the per-tier fields are stored as arrays rather than an array of TierCopy, which would

@@ -169,7 +169,8 @@ grpc::ServerUnaryReactor* BlockServiceImpl::LeaseBlocks(grpc::CallbackServerCont
   if (!engine.ok()) return Finish(context, "LeaseBlocks", start, engine.status());
   auto keys = KeysFromProto(req->keys(), "keys");
   if (!keys.ok()) return Finish(context, "LeaseBlocks", start, keys.status());
-  auto leases = store_->Lease((*tenant)->name(), (*tenant)->salt(), *keys);
+  auto leases = store_->Lease((*tenant)->name(), (*tenant)->salt(), *keys, /*one_read=*/true,
+                              req->session_id());
   if (!leases.ok()) return Finish(context, "LeaseBlocks", start, leases.status());
   for (const ReadLease& l : *leases) {
     v1::Lease* out = resp->add_leases();
@@ -212,7 +213,8 @@ grpc::ServerUnaryReactor* BlockServiceImpl::AllocateBlocks(grpc::CallbackServerC
   if (!length.ok()) return Finish(context, "AllocateBlocks", start, length.status());
   auto result = store_->Allocate((*tenant)->name(), (*tenant)->salt(), *keys, *codec, *length,
                                  engine->layout.RawBlockBytes(), engine->fingerprint,
-                                 static_cast<std::uint64_t>((*tenant)->quota().host_bytes));
+                                 static_cast<std::uint64_t>((*tenant)->quota().host_bytes),
+                                 req->session_id());
   if (!result.ok()) return Finish(context, "AllocateBlocks", start, result.status());
   for (const WriteLease& l : result->leases) {
     v1::Lease* out = resp->add_leases();

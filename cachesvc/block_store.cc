@@ -14,32 +14,8 @@
 #include "tiers/nvme_tier.h"
 
 namespace cachesvc {
-namespace {
 
 using tiers::TierKind;
-
-constexpr int kMaxEvictionTries = 256;
-
-TierCopy CopyOf(const tiers::SlotId& slot, std::uint64_t stored, kernels::CodecId codec) {
-  return TierCopy{slot.offset, static_cast<std::uint32_t>(stored),
-                  static_cast<std::uint8_t>(std::countr_zero(slot.slot_bytes)), codec};
-}
-
-tiers::SlotId SlotOf(const BlockEntry& e, TierKind kind) {
-  const TierCopy c = e.Copy(kind);
-  return tiers::SlotId{c.slot_offset, std::uint64_t{1} << c.slot_log2};
-}
-
-tiers::BlockMeta MetaOf(const BlockKey& internal, const BlockEntry& e, TierKind kind) {
-  tiers::BlockMeta meta;
-  meta.key = internal.bytes;
-  meta.layout_fingerprint = e.layout_fingerprint;
-  meta.codec = e.Copy(kind).codec;
-  meta.raw_bytes = e.raw_bytes;
-  return meta;
-}
-
-}  // namespace
 
 BlockKey TenantBlockKey(std::string_view tenant_salt, const BlockKey& key) {
   XXH3_state_t state;
@@ -63,7 +39,8 @@ BlockStore::~BlockStore() {
 }
 
 absl::StatusOr<std::unique_ptr<BlockStore>> BlockStore::Open(std::vector<tiers::Tier*> tiers,
-                                                             const PlacementPolicy& placement) {
+                                                             const PlacementPolicy& placement,
+                                                             Env* env) {
   if (tiers.empty() || tiers[0]->kind() != TierKind::kHost) {
     return absl::InvalidArgumentError("block store: the first tier must be the host tier");
   }
@@ -74,11 +51,15 @@ absl::StatusOr<std::unique_ptr<BlockStore>> BlockStore::Open(std::vector<tiers::
     }
   }
   if (absl::Status st = CheckPlacementPolicy(placement); !st.ok()) return st;
-  std::unique_ptr<BlockStore> store(new BlockStore(std::move(tiers)));
+  std::unique_ptr<BlockStore> store(new BlockStore(std::move(tiers), env));
   {
     MutexLock lock(&store->mu_);
     store->placement_ = placement;
     store->policy_ = store->BuildPolicy(placement);
+    TierMask present = 0;
+    for (tiers::Tier* t : store->tiers_) present |= TierBit(t->kind());
+    store->engine_ = std::make_unique<CacheEngine>(&store->index_, store->policy_.get(),
+                                                   &store->placement_tiers_, present);
   }
   if (absl::Status st = store->Recover(); !st.ok()) return st;
   return store;
@@ -94,12 +75,11 @@ absl::Status BlockStore::Recover() {
     BlockEntry fresh;
     fresh.layout_fingerprint = e.info.meta.layout_fingerprint;
     fresh.raw_bytes = static_cast<std::uint32_t>(e.info.meta.raw_bytes);
-    index_.AddCopy(internal, TierKind::kNvme,
-                   CopyOf(e.slot, e.info.stored_bytes, e.info.meta.codec), fresh);
     owner_[internal] = "";  // the tenant is not recorded on NVMe; the key is tenant-scoped
     if (e.info.checksum != 0) checksum_[internal] = e.info.checksum;
-    tenant_bytes_[""][static_cast<unsigned>(TierKind::kNvme)] += e.slot.slot_bytes;
-    policy_->Added(internal, TierKind::kNvme, PolicyNow());
+    engine_->Recovered(internal, TierKind::kNvme,
+                       TierCopy::Of(e.slot, e.info.stored_bytes, e.info.meta.codec), fresh,
+                       PolicyNow());
   }
   return absl::OkStatus();
 }
@@ -121,11 +101,6 @@ std::uint64_t BlockStore::NewLeaseId() {
     }
     if (id != 0 && !leases_.contains(id)) return id;
   }
-}
-
-std::int64_t BlockStore::UnixMs(std::chrono::steady_clock::time_point t) {
-  const auto wall = std::chrono::system_clock::now() + (t - std::chrono::steady_clock::now());
-  return std::chrono::duration_cast<std::chrono::milliseconds>(wall.time_since_epoch()).count();
 }
 
 void BlockStore::AddTenantBytes(const BlockKey& internal, TierKind tier, std::int64_t delta) {
@@ -160,34 +135,20 @@ std::vector<BlockPlace> BlockStore::Lookup(std::string_view tenant, std::string_
 absl::StatusOr<std::vector<ReadLease>> BlockStore::Lease(std::string_view tenant,
                                                          std::string_view salt,
                                                          std::span<const BlockKey> keys,
-                                                         bool one_read) {
+                                                         bool one_read,
+                                                         std::string_view session_id) {
+  const std::vector<BlockKey> chain = TenantBlockKeys(salt, keys);  // hashing outside the lock
   MutexLock lock(&mu_);
-  ExpireLocked();
   tiers::Tier* host = TierOf(TierKind::kHost);
+  const LoadResult loaded = engine_->Load(chain, PolicyNow(), SessionId(tenant, session_id));
+  if (!loaded.failed.ok()) NoteFailedLoad(chain[loaded.prefix], loaded.failed);
   std::vector<ReadLease> out;
-  policy_->BeginRequest(0, {}, PolicyNow());
-  for (const BlockKey& key : keys) {
-    const BlockKey internal = TenantBlockKey(salt, key);
-    auto e = index_.Get(internal);
-    if (!e || e->tiers == 0) break;
-    if (!e->In(TierKind::kHost)) {
-      if (absl::Status st = Stage(internal, *e); !st.ok()) {
-        // Host memory taken by leases is an ordinary miss under load (debug, or a busy daemon
-        // would write a line per load); anything else (an NVMe error) is worth a warning.
-        if (absl::IsResourceExhausted(st)) {
-          ++stats_.stage_no_room;
-          spdlog::debug("block {}: no host room to stage it from NVMe: {}", internal.Hex(),
-                        std::string(st.message()));
-        } else {
-          spdlog::warn("block {}: staging from NVMe failed: {}", internal.Hex(),
-                       std::string(st.message()));
-        }
-        break;  // a failed load is a miss
-      }
-      e = index_.Get(internal);
-      if (!e || !e->In(TierKind::kHost)) break;
-    }
-    const tiers::SlotId slot = SlotOf(*e, TierKind::kHost);
+  const std::int64_t now_us = env_->NowMicros();
+  for (std::size_t i = 0; i < loaded.prefix; ++i) {
+    const BlockKey& internal = chain[i];
+    const auto e = index_.Get(internal);
+    if (!e || !e->In(TierKind::kHost)) break;
+    const tiers::SlotId slot = e->Copy(TierKind::kHost).slot();
     auto info = host->Info(slot);
     if (!info.ok()) break;
     auto mem = host->Memory(slot);
@@ -196,7 +157,7 @@ absl::StatusOr<std::vector<ReadLease>> BlockStore::Lease(std::string_view tenant
     if (!tier_lease.ok()) break;
     LeaseRecord rec;
     rec.tenant = std::string(tenant);
-    rec.key = key;
+    rec.key = keys[i];
     rec.internal = internal;
     rec.slot = slot;
     rec.tier_lease = *tier_lease;
@@ -211,23 +172,17 @@ absl::StatusOr<std::vector<ReadLease>> BlockStore::Lease(std::string_view tenant
     }
     rec.codec = info->meta.codec;
     rec.layout_fingerprint = info->meta.layout_fingerprint;
-    rec.expires = std::chrono::steady_clock::now() + placement_.lease_timeout;
+    rec.expires_us = now_us + LeaseMicros();
     const std::uint64_t id = NewLeaseId();
-    const std::int64_t now_unix_ms = UnixMs(std::chrono::steady_clock::now());
-    index_.Update(internal, [now_unix_ms](BlockEntry& be) {
-      ++be.leases;
-      be.last_access_us = now_unix_ms * 1000;  // the daemon's index keeps wall-clock times
-      if (be.accesses != UINT32_MAX) ++be.accesses;
-    });
+    index_.Update(internal, [](BlockEntry& be) { ++be.leases; });
     ClaimOwner(internal, tenant);
-    policy_->Touched(internal, TierKind::kHost, PolicyNow());
     out.push_back(ReadLease{.lease_id = id,
-                            .key = key,
+                            .key = keys[i],
                             .tier = TierKind::kHost,
                             .length = rec.length,
                             .codec = rec.codec,
                             .checksum = rec.checksum,
-                            .expires_unix_ms = UnixMs(rec.expires),
+                            .expires_unix_ms = env_->ToUnixMillis(rec.expires_us),
                             .layout_fingerprint = rec.layout_fingerprint,
                             .ends_after_read = one_read,
                             .address = reinterpret_cast<std::uintptr_t>(mem->address)});
@@ -238,9 +193,25 @@ absl::StatusOr<std::vector<ReadLease>> BlockStore::Lease(std::string_view tenant
     leases_.emplace(id, std::move(rec));
     ++stats_.hits;
   }
-  policy_->EndRequest(PolicyNow());
   if (out.size() < keys.size()) ++stats_.misses;
   return out;
+}
+
+void BlockStore::NoteFailedLoad(const BlockKey& internal, const absl::Status& st) {
+  // Host memory taken by leases is an ordinary miss under load (debug, or a busy daemon would
+  // write a line per load); a copy that failed its checksum is dropped; anything else (an NVMe
+  // error) is worth a warning.
+  if (absl::IsResourceExhausted(st)) {
+    ++stats_.stage_no_room;
+    spdlog::debug("block {}: no host room to stage it from NVMe: {}", internal.Hex(),
+                  std::string(st.message()));
+    return;
+  }
+  spdlog::warn("block {}: staging from NVMe failed: {}", internal.Hex(), std::string(st.message()));
+  if (absl::IsDataLoss(st)) {
+    ++stats_.checksum_failures;
+    engine_->Drop(internal, TierKind::kNvme);
+  }
 }
 
 absl::Status BlockStore::Release(std::string_view tenant, std::span<const std::uint64_t> ids) {
@@ -264,6 +235,7 @@ void BlockStore::EndLease(std::uint64_t id, LeaseRecord& lease) {
   }
   tiers::Tier* host = TierOf(TierKind::kHost);
   if (lease.write) {
+    ForgetWriteLease(lease);
     if (absl::Status st = host->Free(lease.slot); !st.ok()) {
       spdlog::warn("freeing the slot of write lease {}: {}", id, std::string(st.message()));
     }
@@ -282,10 +254,10 @@ std::size_t BlockStore::ExpireLeases() {
 }
 
 std::size_t BlockStore::ExpireLocked() {
-  const auto now = std::chrono::steady_clock::now();
+  const std::int64_t now_us = env_->NowMicros();
   std::vector<std::uint64_t> expired;
   for (const auto& [id, lease] : leases_) {
-    if (lease.expires <= now && lease.transfers == 0) expired.push_back(id);
+    if (lease.expires_us <= now_us && lease.transfers == 0) expired.push_back(id);
   }
   for (std::uint64_t id : expired) EndLease(id, leases_.find(id)->second);
   stats_.leases_expired += expired.size();
@@ -293,158 +265,59 @@ std::size_t BlockStore::ExpireLocked() {
   return expired.size();
 }
 
-absl::StatusOr<tiers::SlotId> BlockStore::AllocateHost(std::uint64_t bytes) {
-  tiers::Tier* host = TierOf(TierKind::kHost);
-  for (int i = 0; i < kMaxEvictionTries; ++i) {
-    auto slot = host->Allocate(bytes);
-    if (slot.ok() || slot.status().code() != absl::StatusCode::kResourceExhausted) return slot;
-    if (!EvictOne(TierKind::kHost)) return slot.status();
-  }
-  return absl::ResourceExhaustedError(
-      fmt::format("host tier: no room for {} bytes after {} evictions", bytes, kMaxEvictionTries));
-}
-
-bool BlockStore::EvictOne(TierKind kind) {
-  tiers::Tier* tier = TierOf(kind);
-  for (int attempt = 0; attempt < kMaxEvictionTries; ++attempt) {
-    const std::optional<BlockKey> victim = policy_->ChooseVictim(kind, PolicyNow());
-    if (!victim) return false;
-    const auto e = index_.Get(*victim);
-    if (!e || !e->In(kind)) {  // the policy's view is stale: forget it
-      policy_->Removed(*victim, kind);
-      continue;
-    }
-    if (e->leases > 0) {  // being read: try the next one
-      policy_->Touched(*victim, kind, PolicyNow());
-      continue;
-    }
-    tiers::Tier* nvme = TierOf(TierKind::kNvme);
-    if (kind == TierKind::kHost && nvme != nullptr && !e->In(TierKind::kNvme)) {
-      const tiers::SlotId slot = SlotOf(*e, kind);
-      // Demote: write the host copy to NVMe (making room there first).
-      const std::uint64_t stored = e->Copy(kind).stored_bytes;
-      auto mem = tier->Memory(slot);
-      absl::StatusOr<tiers::SlotId> nslot = absl::UnknownError("");
-      for (int i = 0; i < kMaxEvictionTries; ++i) {
-        nslot = nvme->Allocate(stored);
-        if (nslot.ok() || nslot.status().code() != absl::StatusCode::kResourceExhausted) break;
-        if (!EvictOne(TierKind::kNvme)) break;
-      }
-      if (mem.ok() && nslot.ok()) {
-        const tiers::BlockMeta meta = MetaOf(*victim, *e, kind);
-        absl::Status st =
-            nvme->Write(*nslot, meta, std::span<const std::byte>(mem->address, stored));
-        if (st.ok()) {
-          index_.AddCopy(*victim, TierKind::kNvme, CopyOf(*nslot, stored, meta.codec), *e);
-          AddTenantBytes(*victim, TierKind::kNvme, static_cast<std::int64_t>(nslot->slot_bytes));
-          policy_->Added(*victim, TierKind::kNvme, PolicyNow());
-          ++stats_.demoted;
-        } else {
-          spdlog::warn("demoting {} to NVMe: {}", victim->Hex(), std::string(st.message()));
-          tiers::FreeOrWarn(*nvme, *nslot, "demotion write failed");
-        }
-      } else if (nslot.ok()) {
-        tiers::FreeOrWarn(*nvme, *nslot, "demotion source unreadable");
-      }
-    }
-    // The copy in this tier goes.
-    DropCopy(*victim, kind);
-    if (index_.Tiers(*victim) == 0) ++stats_.dropped;
-    return true;
-  }
-  return false;
-}
-
-absl::Status BlockStore::Stage(const BlockKey& internal, const BlockEntry& entry) {
-  tiers::Tier* host = TierOf(TierKind::kHost);
-  tiers::Tier* nvme = TierOf(TierKind::kNvme);
-  if (nvme == nullptr || !entry.In(TierKind::kNvme)) {
-    return absl::NotFoundError("no NVMe copy to stage");
-  }
-  // Hold the entry while host room is made (eviction may pick NVMe victims).
-  index_.Update(internal, [](BlockEntry& e) { ++e.leases; });
-  const std::uint64_t stored = entry.Copy(TierKind::kNvme).stored_bytes;
-  auto slot = AllocateHost(stored);
-  index_.Update(internal, [](BlockEntry& e) { --e.leases; });
-  if (!slot.ok()) return slot.status();
-  auto mem = host->Memory(*slot);
-  if (!mem.ok()) {
-    tiers::FreeOrWarn(*host, *slot, "staging: no memory view");
-    return mem.status();
-  }
-  auto info =
-      nvme->Read(SlotOf(entry, TierKind::kNvme), std::span<std::byte>(mem->address, mem->bytes));
-  if (!info.ok()) {
-    tiers::FreeOrWarn(*host, *slot, "staging: NVMe read failed");
-    if (info.status().code() == absl::StatusCode::kDataLoss) {  // the tier dropped it
-      ++stats_.checksum_failures;
-      DropCopy(internal, TierKind::kNvme);
-    }
-    return info.status();
-  }
-  if (absl::Status st = host->Commit(*slot, info->meta, info->stored_bytes); !st.ok()) {
-    tiers::FreeOrWarn(*host, *slot, "staging: commit failed");
-    return st;
-  }
-  index_.AddCopy(internal, TierKind::kHost, CopyOf(*slot, info->stored_bytes, info->meta.codec),
-                 entry);
-  AddTenantBytes(internal, TierKind::kHost, static_cast<std::int64_t>(slot->slot_bytes));
-  policy_->Added(internal, TierKind::kHost, PolicyNow());
-  ++stats_.staged;
-  return absl::OkStatus();
-}
-
-absl::StatusOr<AllocateResult> BlockStore::Allocate(std::string_view tenant, std::string_view salt,
-                                                    std::span<const BlockKey> keys,
-                                                    kernels::CodecId codec, std::uint64_t length,
-                                                    std::uint64_t raw_bytes,
-                                                    std::uint64_t layout_fingerprint,
-                                                    std::uint64_t host_quota_bytes) {
+absl::StatusOr<AllocateResult> BlockStore::Allocate(
+    std::string_view tenant, std::string_view salt, std::span<const BlockKey> keys,
+    kernels::CodecId codec, std::uint64_t length, std::uint64_t raw_bytes,
+    std::uint64_t layout_fingerprint, std::uint64_t host_quota_bytes, std::string_view session_id) {
   if (length == 0) return absl::InvalidArgumentError("block length must be > 0");
+  auto chain = std::make_shared<const std::vector<BlockKey>>(TenantBlockKeys(salt, keys));
   MutexLock lock(&mu_);
-  ExpireLocked();
   AllocateResult result;
   std::vector<std::uint64_t> created;
   const std::string owner(tenant);
   const unsigned host_index = static_cast<unsigned>(TierKind::kHost);
-  std::uint64_t reserved = 0;
-  for (const auto& [id, lease] : leases_) {
-    if (lease.write && lease.tenant == owner) reserved += lease.slot.slot_bytes;
-  }
-  for (const BlockKey& key : keys) {
-    const BlockKey internal = TenantBlockKey(salt, key);
+  const std::uint64_t session = SessionId(tenant, session_id);
+  const auto undo = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    for (std::uint64_t id : created) EndLease(id, leases_.find(id)->second);
+  };
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    const BlockKey& internal = (*chain)[i];
     if (index_.Tiers(internal) != 0) {
-      result.already_stored.push_back(key);
+      result.already_stored.push_back(keys[i]);
       continue;
     }
     if (host_quota_bytes > 0) {
-      const std::uint64_t used = tenant_bytes_[owner][host_index] + reserved;
+      const std::uint64_t used = tenant_bytes_[owner][host_index] + reserved_bytes_[owner];
       if (used + std::bit_ceil(length) > host_quota_bytes) {
-        for (std::uint64_t id : created) EndLease(id, leases_.find(id)->second);
+        undo();
         return absl::ResourceExhaustedError(
             fmt::format("tenant '{}' would exceed its host quota of {} bytes ({} used or reserved)",
                         tenant, host_quota_bytes, used));
       }
     }
-    auto slot = AllocateHost(length);
+    auto slot = engine_->Reserve(*chain, length, PolicyNow(), session);
     if (!slot.ok()) {
-      for (std::uint64_t id : created) EndLease(id, leases_.find(id)->second);
+      undo();
       return slot.status();
     }
-    reserved += slot->slot_bytes;
     LeaseRecord rec;
     rec.tenant = owner;
     rec.write = true;
-    rec.key = key;
+    rec.key = keys[i];
     rec.internal = internal;
-    rec.slot = *slot;
+    rec.slot = slot->slot();
     rec.length = length;
     rec.raw_bytes = raw_bytes;
     rec.layout_fingerprint = layout_fingerprint;
     rec.codec = codec;
-    rec.expires = std::chrono::steady_clock::now() + placement_.lease_timeout;
+    rec.expires_us = env_->NowMicros() + LeaseMicros();
+    rec.chain = chain;
+    rec.chain_pos = i;
+    rec.session = session;
+    reserved_bytes_[owner] += rec.slot.slot_bytes;
     const std::uint64_t id = NewLeaseId();
-    result.leases.push_back(WriteLease{id, key, length, codec, UnixMs(rec.expires)});
+    result.leases.push_back(
+        WriteLease{id, keys[i], length, codec, env_->ToUnixMillis(rec.expires_us)});
     leases_.emplace(id, std::move(rec));
     created.push_back(id);
   }
@@ -456,39 +329,74 @@ absl::StatusOr<std::vector<BlockKey>> BlockStore::Commit(std::string_view tenant
   MutexLock lock(&mu_);
   tiers::Tier* host = TierOf(TierKind::kHost);
   std::vector<BlockKey> committed;
+  // The blocks that pass, per allocation (its chain), told to the engine in chain order when the
+  // batch ends, early or not: commits before a failure are kept.
+  struct Passed {
+    std::size_t pos;
+    CacheEngine::NewBlock block;
+    std::uint64_t session;
+  };
+  std::vector<std::pair<std::shared_ptr<const std::vector<BlockKey>>, std::vector<Passed>>> passed;
+  const auto publish = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    const std::int64_t now = PolicyNow();
+    for (auto& [chain, blocks] : passed) {
+      std::sort(blocks.begin(), blocks.end(),
+                [](const Passed& a, const Passed& b) { return a.pos < b.pos; });
+      std::vector<CacheEngine::NewBlock> fresh;
+      fresh.reserve(blocks.size());
+      for (const Passed& p : blocks) fresh.push_back(p.block);
+      engine_->Commit(*chain, fresh, now, blocks.front().session);
+    }
+  };
   for (const CommitRequest& c : commits) {
     auto it = leases_.find(c.lease_id);
     if (it == leases_.end() || it->second.tenant != tenant || !it->second.write ||
-        it->second.released) {
+        it->second.released || it->second.expires_us <= env_->NowMicros()) {
+      // Past its deadline a lease is dead even before the reaper ends it: its slot may be
+      // reclaimed at any moment.
+      publish();
       return absl::NotFoundError(fmt::format("lease {} is not a live write lease", c.lease_id));
     }
     LeaseRecord& lease = it->second;
+    absl::Status bad;
     if (lease.transfers > 0) {
-      return absl::FailedPreconditionError(
+      bad = absl::FailedPreconditionError(
           fmt::format("lease {}: a write is still in progress", c.lease_id));
-    }
-    if (c.length != lease.length) {
-      return absl::InvalidArgumentError(
+    } else if (c.length != lease.length) {
+      bad = absl::InvalidArgumentError(
           fmt::format("lease {}: length {} is not the allocated block length {}", c.lease_id,
                       c.length, lease.length));
-    }
-    if (lease.written != lease.length) {
-      return absl::FailedPreconditionError(fmt::format(
+    } else if (lease.written != lease.length) {
+      bad = absl::FailedPreconditionError(fmt::format(
           "lease {}: nothing was written for it (or a write failed); write, then commit",
           c.lease_id));
     }
+    if (!bad.ok()) {
+      publish();
+      return bad;
+    }
     auto mem = host->Memory(lease.slot);
-    if (!mem.ok()) return mem.status();
+    if (!mem.ok()) {
+      publish();
+      return mem.status();
+    }
     const std::uint64_t sum = XXH3_64bits(mem->address, lease.length);
     if (sum != c.checksum) {
       ++stats_.checksum_failures;
       const std::uint64_t id = c.lease_id;
       EndLease(id, lease);  // frees the slot: nothing stored is touched
+      publish();
       return absl::DataLossError(fmt::format(
           "lease {}: checksum {:016x} does not match the bytes written ({:016x}); block dropped",
           id, c.checksum, sum));
     }
-    if (index_.Tiers(lease.internal) != 0) {  // someone else committed it meanwhile
+    const bool taken =
+        index_.Tiers(lease.internal) != 0 ||
+        std::any_of(passed.begin(), passed.end(), [&](const auto& group) {
+          return std::any_of(group.second.begin(), group.second.end(),
+                             [&](const Passed& p) { return p.block.key == lease.internal; });
+        });
+    if (taken) {  // someone else committed it meanwhile
       committed.push_back(lease.key);
       EndLease(c.lease_id, lease);
       continue;
@@ -498,55 +406,48 @@ absl::StatusOr<std::vector<BlockKey>> BlockStore::Commit(std::string_view tenant
     meta.layout_fingerprint = lease.layout_fingerprint;
     meta.codec = lease.codec;
     meta.raw_bytes = lease.raw_bytes;
-    if (absl::Status st = host->Commit(lease.slot, meta, lease.length); !st.ok()) return st;
-    BlockEntry fresh;
-    fresh.layout_fingerprint = lease.layout_fingerprint;
-    fresh.raw_bytes = static_cast<std::uint32_t>(lease.raw_bytes);
-    fresh.last_access_us = UnixMs(std::chrono::steady_clock::now()) * 1000;
-    index_.AddCopy(lease.internal, TierKind::kHost, CopyOf(lease.slot, lease.length, lease.codec),
-                   fresh);
+    if (absl::Status st = host->Commit(lease.slot, meta, lease.length); !st.ok()) {
+      publish();
+      return st;
+    }
+    CacheEngine::NewBlock block;
+    block.key = lease.internal;
+    block.copy = TierCopy::Of(lease.slot, lease.length, lease.codec);
+    block.entry.layout_fingerprint = lease.layout_fingerprint;
+    block.entry.raw_bytes = static_cast<std::uint32_t>(lease.raw_bytes);
+    block.entry.last_access_us = env_->NowMicros();
     owner_[lease.internal] = lease.tenant;
     checksum_[lease.internal] = sum;
-    AddTenantBytes(lease.internal, TierKind::kHost,
-                   static_cast<std::int64_t>(lease.slot.slot_bytes));
-    policy_->Added(lease.internal, TierKind::kHost, PolicyNow());
+    auto group = std::find_if(passed.begin(), passed.end(),
+                              [&](const auto& g) { return g.first == lease.chain; });
+    if (group == passed.end()) {
+      passed.emplace_back(lease.chain, std::vector<Passed>{});
+      group = std::prev(passed.end());
+    }
+    group->second.push_back(Passed{lease.chain_pos, block, lease.session});
     ++stats_.commits;
     committed.push_back(lease.key);
+    ForgetWriteLease(lease);
     leases_.erase(it);  // the slot now belongs to the block
   }
+  publish();
   return committed;
 }
 
 std::size_t BlockStore::FlushToNvme() {
   MutexLock lock(&mu_);
-  tiers::Tier* host = TierOf(TierKind::kHost);
-  tiers::Tier* nvme = TierOf(TierKind::kNvme);
-  if (nvme == nullptr) return 0;
-  std::vector<std::pair<BlockKey, BlockEntry>> todo;
+  if (TierOf(TierKind::kNvme) == nullptr) return 0;
+  std::vector<BlockKey> todo;
   index_.ForEach([&](const BlockKey& k, const BlockEntry& e) {
-    if (e.In(TierKind::kHost) && !e.In(TierKind::kNvme)) todo.emplace_back(k, e);
+    if (e.In(TierKind::kHost) && !e.In(TierKind::kNvme)) todo.push_back(k);
   });
   std::size_t written = 0;
-  for (const auto& [key, e] : todo) {
-    const std::uint64_t stored = e.Copy(TierKind::kHost).stored_bytes;
-    auto mem = host->Memory(SlotOf(e, TierKind::kHost));
-    auto slot = nvme->Allocate(stored);
-    if (!slot.ok()) continue;  // NVMe full: what does not fit stays volatile
-    if (!mem.ok()) {
-      tiers::FreeOrWarn(*nvme, *slot, "flush: host copy unreadable");
-      continue;
-    }
-    const tiers::BlockMeta meta = MetaOf(key, e, TierKind::kHost);
-    if (absl::Status st =
-            nvme->Write(*slot, meta, std::span<const std::byte>(mem->address, stored));
-        st.ok()) {
-      index_.AddCopy(key, TierKind::kNvme, CopyOf(*slot, stored, meta.codec), e);
-      AddTenantBytes(key, TierKind::kNvme, static_cast<std::int64_t>(slot->slot_bytes));
-      policy_->Added(key, TierKind::kNvme, PolicyNow());
+  for (const BlockKey& key : todo) {
+    // NVMe full: what does not fit stays volatile (nothing is evicted at exit).
+    if (absl::Status st = engine_->Replicate(key, TierKind::kNvme, PolicyNow()); st.ok()) {
       ++written;
-    } else {
+    } else if (!absl::IsResourceExhausted(st)) {
       spdlog::warn("writing {} to NVMe at exit: {}", key.Hex(), std::string(st.message()));
-      tiers::FreeOrWarn(*nvme, *slot, "flush write failed");
     }
   }
   return written;
@@ -556,6 +457,11 @@ BlockStoreStats BlockStore::Stats() const {
   MutexLock lock(&mu_);
   BlockStoreStats s = stats_;
   for (const auto& [id, lease] : leases_) ++(lease.write ? s.leases_write : s.leases_read);
+  const EngineStats& e = engine_->stats();
+  s.demoted = e.demoted_from[static_cast<unsigned>(TierKind::kHost)];
+  for (std::uint64_t d : e.dropped_from) s.dropped += d;
+  s.staged = e.promoted;
+  s.prefetched = e.prefetched;
   return s;
 }
 
@@ -563,7 +469,7 @@ absl::StatusOr<UcxBlockHandler::ReadGrant> BlockStore::BeginRead(std::uint64_t l
   MutexLock lock(&mu_);
   auto it = leases_.find(lease_id);
   if (it == leases_.end() || it->second.write || it->second.released ||
-      it->second.expires <= std::chrono::steady_clock::now()) {
+      it->second.expires_us <= env_->NowMicros()) {
     return absl::NotFoundError(fmt::format("lease {} is not a live read lease", lease_id));
   }
   auto mem = TierOf(TierKind::kHost)->Memory(it->second.slot);
@@ -591,7 +497,7 @@ absl::StatusOr<UcxBlockHandler::WriteGrant> BlockStore::BeginWrite(std::uint64_t
   MutexLock lock(&mu_);
   auto it = leases_.find(lease_id);
   if (it == leases_.end() || !it->second.write || it->second.released ||
-      it->second.expires <= std::chrono::steady_clock::now()) {
+      it->second.expires_us <= env_->NowMicros()) {
     return absl::NotFoundError(fmt::format("lease {} is not a live write lease", lease_id));
   }
   LeaseRecord& lease = it->second;
@@ -620,34 +526,26 @@ void BlockStore::EndWrite(std::uint64_t lease_id, const absl::Status& received) 
   if (lease.released && lease.transfers == 0) EndLease(lease_id, lease);
 }
 
-std::int64_t BlockStore::NowUs() const {
-  return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() -
-                                                               opened_)
-      .count();
+std::int64_t BlockStore::NowUs() const { return env_->NowMicros(); }
+
+std::vector<BlockKey> BlockStore::TenantBlockKeys(std::string_view salt,
+                                                  std::span<const BlockKey> keys) {
+  std::vector<BlockKey> out;
+  out.reserve(keys.size());
+  for (const BlockKey& k : keys) out.push_back(TenantBlockKey(salt, k));
+  return out;
+}
+
+void BlockStore::ForgetWriteLease(const LeaseRecord& lease) {
+  auto it = reserved_bytes_.find(lease.tenant);
+  if (it == reserved_bytes_.end()) return;
+  it->second -= std::min(it->second, lease.slot.slot_bytes);
+  if (it->second == 0) reserved_bytes_.erase(it);
 }
 
 std::int64_t BlockStore::PolicyNow() {
   clock_us_ = std::max(clock_us_ + 1, NowUs());
   return clock_us_;
-}
-
-std::uint64_t BlockStore::DropCopy(const BlockKey& internal, TierKind kind) {
-  const auto e = index_.Get(internal);
-  if (!e || !e->In(kind)) return 0;
-  tiers::Tier* tier = TierOf(kind);
-  const tiers::SlotId slot = SlotOf(*e, kind);
-  if (absl::Status st = tier->Free(slot); !st.ok()) {
-    spdlog::warn("freeing {} in {}: {}", internal.Hex(), tier->name(), std::string(st.message()));
-  }
-  const TierMask left = index_.TakeCopy(internal, kind);
-  AddTenantBytes(internal, kind, -static_cast<std::int64_t>(slot.slot_bytes));
-  policy_->Removed(internal, kind);
-  if (left == 0) {
-    index_.EraseIfUnused(internal);
-    owner_.erase(internal);
-    checksum_.erase(internal);
-  }
-  return slot.slot_bytes;
 }
 
 void BlockStore::ClaimOwner(const BlockKey& internal, std::string_view tenant) {
@@ -662,7 +560,7 @@ void BlockStore::ClaimOwner(const BlockKey& internal, std::string_view tenant) {
   auto& to = tenant_bytes_.find(std::string(tenant))->second;
   for (TierKind kind : {TierKind::kHost, TierKind::kNvme}) {
     if (!e->In(kind)) continue;
-    const std::uint64_t bytes = SlotOf(*e, kind).slot_bytes;
+    const std::uint64_t bytes = e->Copy(kind).slot().slot_bytes;
     const auto k = static_cast<unsigned>(kind);
     from[k] -= std::min(from[k], bytes);
     to[k] += bytes;
@@ -690,7 +588,7 @@ absl::StatusOr<BlockDescription> BlockStore::Describe(std::string_view tenant,
   d.leases = e->leases;
   if (auto it = checksum_.find(internal); it != checksum_.end()) d.checksum = it->second;
   if (auto it = session_refs_.find(internal); it != session_refs_.end()) d.sessions = it->second;
-  d.last_access_unix_ms = e->last_access_us / 1000;
+  d.last_access_unix_ms = e->last_access_us == 0 ? 0 : env_->ToUnixMillis(e->last_access_us);
   d.accesses = e->accesses;
   return d;
 }
@@ -699,7 +597,6 @@ absl::StatusOr<EvictResult> BlockStore::Evict(std::string_view tenant, std::stri
                                               const EvictTarget& target,
                                               std::optional<TierKind> tier) {
   MutexLock lock(&mu_);
-  ExpireLocked();
   std::vector<BlockKey> candidates;  // tenant-scoped keys
   if (target.key) {
     const BlockKey internal = TenantBlockKey(salt, *target.key);
@@ -734,7 +631,7 @@ absl::StatusOr<EvictResult> BlockStore::Evict(std::string_view tenant, std::stri
     bool evicted = false;
     for (TierKind kind : {TierKind::kHost, TierKind::kNvme}) {
       if ((tier && *tier != kind) || !e->In(kind)) continue;
-      result.bytes += DropCopy(internal, kind);
+      result.bytes += engine_->Drop(internal, kind);
       ++stats_.evicted_admin;
       evicted = true;
     }
@@ -781,6 +678,7 @@ absl::Status BlockStore::SetPolicy(const PlacementPolicy& p) {
   if (absl::Status st = CheckPlacementPolicy(p); !st.ok()) return st;
   MutexLock lock(&mu_);
   policy_ = BuildPolicy(p);
+  engine_->SetPolicy(policy_.get());
   placement_ = p;
   return absl::OkStatus();
 }
@@ -847,6 +745,12 @@ std::string SessionName(std::string_view tenant, std::string_view session_id) {
 }
 }  // namespace
 
+std::uint64_t BlockStore::SessionId(std::string_view tenant, std::string_view session_id) {
+  if (session_id.empty()) return 0;
+  const std::string name = SessionName(tenant, session_id);
+  return XXH3_64bits(name.data(), name.size()) | 1;
+}
+
 BlockStore::SessionBlocks* BlockStore::FindSession(std::string_view tenant,
                                                    std::string_view session_id) {
   auto it = sessions_.find(SessionName(tenant, session_id));
@@ -857,7 +761,7 @@ BlockStore::SessionBlocks& BlockStore::SessionFor(std::string_view tenant,
                                                   std::string_view session_id) {
   const std::string name = SessionName(tenant, session_id);
   SessionBlocks& s = sessions_[name];
-  if (s.policy_id == 0) s.policy_id = XXH3_64bits(name.data(), name.size()) | 1;
+  if (s.policy_id == 0) s.policy_id = SessionId(tenant, session_id);
   return s;
 }
 
@@ -932,7 +836,7 @@ void BlockStore::SessionToolCallStarted(std::string_view tenant, std::string_vie
   s.waiting = true;
   s.start_us = PolicyNow();
   s.expected_end_us = s.start_us + std::chrono::microseconds(expected).count();
-  policy_->ToolCallStarted(s.policy_id, SessionKeys(s), s.start_us, s.expected_end_us);
+  engine_->ToolCallStarted(s.policy_id, SessionKeys(s), s.start_us, s.expected_end_us);
 }
 
 void BlockStore::SessionToolCallEnded(std::string_view tenant, std::string_view session_id) {
@@ -940,7 +844,7 @@ void BlockStore::SessionToolCallEnded(std::string_view tenant, std::string_view 
   SessionBlocks* s = FindSession(tenant, session_id);
   if (s == nullptr || !s->waiting) return;
   s->waiting = false;
-  policy_->ToolCallEnded(s->policy_id, PolicyNow());
+  engine_->ToolCallEnded(s->policy_id, PolicyNow());
 }
 
 void BlockStore::SessionClosed(std::string_view tenant, std::string_view session_id) {
@@ -948,7 +852,7 @@ void BlockStore::SessionClosed(std::string_view tenant, std::string_view session
   auto it = sessions_.find(SessionName(tenant, session_id));
   if (it == sessions_.end()) return;
   const std::vector<BlockKey> keys = SessionKeys(it->second);
-  policy_->SessionClosed(it->second.policy_id, keys, PolicyNow());
+  engine_->SessionClosed(it->second.policy_id, keys, PolicyNow());
   CountSessionRefs(keys, -1);
   sessions_.erase(it);
 }
@@ -957,22 +861,13 @@ std::size_t BlockStore::Prefetch() {
   std::vector<BlockKey> due;
   {
     MutexLock lock(&mu_);
-    due = policy_->Prefetch(PolicyNow());
+    due = engine_->DuePrefetches(PolicyNow());
   }
   // One block per lock hold: staging reads NVMe, and RPCs should not wait for all of it.
   std::size_t staged = 0;
   for (const BlockKey& key : due) {
     MutexLock lock(&mu_);
-    const auto e = index_.Get(key);
-    if (!e || e->tiers == 0) continue;
-    if (e->In(TierKind::kHost)) {
-      policy_->PrefetchFound(key, PolicyNow());
-      continue;
-    }
-    if (Stage(key, *e).ok()) {
-      ++staged;
-      ++stats_.prefetched;
-    }
+    if (engine_->PrefetchOne(key, PolicyNow())) ++staged;
   }
   return staged;
 }

@@ -18,9 +18,11 @@
 // capability to move that one block (the UCX connection itself is not authenticated:
 // docs/ucx.md).
 //
-// When the host tier is full, the policy's least recently used unleased block moves to NVMe (or
-// is dropped if there is no NVMe tier, or NVMe is full too: its own victim is dropped). Moves are
-// synchronous here (a demotion is a memory-to-NVMe write of one block).
+// Placement is the service core's CacheEngine (cachesvc/cache_engine.h), the same one the trace
+// replay measures: a load is its load step, an allocation its reserve step, a commit its commit
+// step, each with the request's session and chain; a full host tier evicts the policy's victim
+// (never a leased block) to the policy's demotion target (NVMe) or drops it. Moves are
+// synchronous here (a demotion is a memory-to-NVMe write of one block, under the lock).
 //
 // Thread-safe: one mutex serializes index, policy and lease changes; payload bytes are moved
 // outside it, under the tier leases that keep the slots in place.
@@ -39,8 +41,10 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
+#include "base/env.h"
 #include "base/mutex.h"
 #include "cachesvc/block_index.h"
+#include "cachesvc/cache_engine.h"
 #include "cachesvc/residency_policy.h"
 #include "cachesvc/ucx_dataplane.h"
 #include "kernels/codec.h"
@@ -173,8 +177,11 @@ class BlockStore final : public UcxBlockHandler {
   // `tiers`: fastest first; the first must be a memory tier (host), an NVMe tier may follow.
   // Rebuilds the index from what the NVMe tier holds (a restart serves every block it indexed).
   // INVALID_ARGUMENT for a bad `placement`.
+  // `env` (which must outlive the store) is its clock: lease deadlines, access times and the
+  // policy's time are all its NowMicros() (tests pass a ManualEnv).
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<BlockStore>> Open(
-      std::vector<tiers::Tier*> tiers, const PlacementPolicy& placement = {});
+      std::vector<tiers::Tier*> tiers, const PlacementPolicy& placement = {},
+      Env* env = Env::Default());
   ~BlockStore() override;
 
   // The longest prefix of `keys` that is stored, and where.
@@ -183,30 +190,38 @@ class BlockStore final : public UcxBlockHandler {
   // Read leases for the longest stored prefix of `keys` (stops at the first block not stored).
   // `one_read`: each lease ends with its data-plane read (ReadLease::ends_after_read); false for
   // holders that read the memory themselves and Release.
+  // `session_id`: the session the load is for ("" when not known), which the policy is told.
   [[nodiscard]] absl::StatusOr<std::vector<ReadLease>> Lease(std::string_view tenant,
                                                              std::string_view salt,
                                                              std::span<const BlockKey> keys,
-                                                             bool one_read = true);
+                                                             bool one_read = true,
+                                                             std::string_view session_id = {});
   // Ends leases of `tenant`; NOT_FOUND names the first id that is not one of its live leases
   // (the others are still released).
   [[nodiscard]] absl::Status Release(std::string_view tenant,
                                      std::span<const std::uint64_t> lease_ids);
   // Write leases for the keys not stored yet, each `length` bytes of `codec` for layout
   // `layout_fingerprint` (`raw_bytes` decoded). RESOURCE_EXHAUSTED when the host tier cannot
-  // make room or `tenant` is over its host quota (`host_quota_bytes`, 0 = none).
+  // make room or `tenant` is over its host quota (`host_quota_bytes`, 0 = none). `keys` is the
+  // request's chain in order (stored blocks are named in already_stored): the committed blocks
+  // enter the policy's order behind the stored ones (CacheEngine's commit step); `session_id` as
+  // for Lease.
   [[nodiscard]] absl::StatusOr<AllocateResult> Allocate(
       std::string_view tenant, std::string_view salt, std::span<const BlockKey> keys,
       kernels::CodecId codec, std::uint64_t length, std::uint64_t raw_bytes,
-      std::uint64_t layout_fingerprint, std::uint64_t host_quota_bytes = 0);
-  // Publishes written blocks. Per commit: NOT_FOUND (not a live write lease of the tenant),
-  // FAILED_PRECONDITION (nothing or something else was written), INVALID_ARGUMENT (length not
-  // the allocated one), DATA_LOSS (checksum does not match the bytes: the slot is freed). The
-  // first failure is returned with its lease id; commits before it are kept.
+      std::uint64_t layout_fingerprint, std::uint64_t host_quota_bytes = 0,
+      std::string_view session_id = {});
+  // Publishes written blocks. Per commit: NOT_FOUND (not a live write lease of the tenant, or
+  // past its deadline), FAILED_PRECONDITION (nothing or something else was written),
+  // INVALID_ARGUMENT (length not the allocated one), DATA_LOSS (checksum does not match the
+  // bytes: the slot is freed). The first failure is returned with its lease id; commits before
+  // it are kept.
   [[nodiscard]] absl::StatusOr<std::vector<BlockKey>> Commit(
       std::string_view tenant, std::span<const CommitRequest> commits);
 
   // Ends leases past their timeout and reclaims their slots; returns how many ended. The
-  // daemon calls it periodically; every other call also does.
+  // daemon's reaper calls it every second; until then a lease past its deadline is refused by
+  // every call that would use it.
   std::size_t ExpireLeases();
 
   // Operators' view and actions (AdminService). Describe: NOT_FOUND for a key the tenant has
@@ -251,7 +266,7 @@ class BlockStore final : public UcxBlockHandler {
   // Bytes of `tier` the tenant's blocks use.
   [[nodiscard]] std::uint64_t TenantBytes(std::string_view tenant, tiers::TierKind tier) const;
 
-  // Microseconds on the steady clock since the store opened: the policy's time.
+  // The Env's monotonic microseconds: the one time scale of leases, access times and the policy.
   [[nodiscard]] std::int64_t NowUs() const;
 
   // UcxBlockHandler: the data plane's requests (any thread).
@@ -275,11 +290,35 @@ class BlockStore final : public UcxBlockHandler {
     std::uint64_t layout_fingerprint = 0;
     std::uint64_t checksum = 0;
     kernels::CodecId codec = kernels::CodecId::kRaw;
-    std::chrono::steady_clock::time_point expires;
-    int transfers = 0;          // data-plane operations in progress on it
-    std::uint64_t written = 0;  // write leases: bytes received (0 = none yet)
-    bool released = false;      // ended while a transfer was in progress
-    bool one_read = true;       // read leases: ends with its first data-plane read
+    std::int64_t expires_us = 0;  // Env::NowMicros() scale
+    int transfers = 0;            // data-plane operations in progress on it
+    std::uint64_t written = 0;    // write leases: bytes received (0 = none yet)
+    bool released = false;        // ended while a transfer was in progress
+    bool one_read = true;         // read leases: ends with its first data-plane read
+    // Write leases: the allocation's chain (tenant-scoped keys), this block's place in it, and
+    // the session (the policy's id, 0: none), for the engine's commit step.
+    std::shared_ptr<const std::vector<BlockKey>> chain;
+    std::size_t chain_pos = 0;
+    std::uint64_t session = 0;
+  };
+
+  // The engine's view of the tiers (block_store_tiers.cc): slots, copies between tiers, and the
+  // tenant accounting that follows each copy. Called by the engine, under mu_.
+  class Placement final : public PlacementTiers {
+   public:
+    explicit Placement(BlockStore* store) : store_(store) {}
+    [[nodiscard]] absl::StatusOr<TierCopy> Reserve(tiers::TierKind tier,
+                                                   std::uint64_t bytes) override;
+    [[nodiscard]] absl::Status Copy(const BlockKey& key, const BlockEntry& entry,
+                                    tiers::TierKind from, tiers::TierKind to,
+                                    TierCopy& dst) override;
+    void Free(tiers::TierKind tier, const TierCopy& copy) override;
+    void CopyAdded(const BlockKey& key, tiers::TierKind tier, const TierCopy& copy) override;
+    void CopyRemoved(const BlockKey& key, tiers::TierKind tier, const TierCopy& copy) override;
+    void BlockGone(const BlockKey& key) override;
+
+   private:
+    BlockStore* const store_;
   };
 
   // A session's blocks as the store tracks them (keys are tenant-scoped).
@@ -292,13 +331,12 @@ class BlockStore final : public UcxBlockHandler {
     std::int64_t expected_end_us = 0;
   };
 
-  explicit BlockStore(std::vector<tiers::Tier*> tiers) : tiers_(std::move(tiers)) {}
+  BlockStore(std::vector<tiers::Tier*> tiers, Env* env) : tiers_(std::move(tiers)), env_(env) {}
+  std::int64_t LeaseMicros() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return std::chrono::microseconds(placement_.lease_timeout).count();
+  }
   // A fresh policy of `p` told about every stored block and waiting session.
   std::unique_ptr<ResidencyPolicy> BuildPolicy(const PlacementPolicy& p)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Removes the copy of `internal` in `tier` (it must not be leased); drops the block when no
-  // copy is left. Returns the slot bytes freed.
-  std::uint64_t DropCopy(const BlockKey& internal, tiers::TierKind tier)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   SessionBlocks* FindSession(std::string_view tenant, std::string_view session_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -318,24 +356,29 @@ class BlockStore final : public UcxBlockHandler {
   [[nodiscard]] absl::Status Recover();
   tiers::Tier* TierOf(tiers::TierKind kind) const;
   std::uint64_t NewLeaseId() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // A host slot of `bytes`, evicting as needed.
-  [[nodiscard]] absl::StatusOr<tiers::SlotId> AllocateHost(std::uint64_t bytes)
+  // Counts and logs a load that stopped at `internal` with `st`; a copy that failed its
+  // checksum is dropped.
+  void NoteFailedLoad(const BlockKey& internal, const absl::Status& st)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Moves the host tier's victim down (or drops it); false when nothing can leave.
-  bool EvictOne(tiers::TierKind tier) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Copies the block with `internal` from NVMe into a new host slot.
-  [[nodiscard]] absl::Status Stage(const BlockKey& internal, const BlockEntry& entry)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A write lease is ending (committed or not): its slot no longer counts as reserved.
+  void ForgetWriteLease(const LeaseRecord& lease) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The policy's id of a session ("" = 0: none).
+  static std::uint64_t SessionId(std::string_view tenant, std::string_view session_id);
+  static std::vector<BlockKey> TenantBlockKeys(std::string_view salt,
+                                               std::span<const BlockKey> keys);
   void EndLease(std::uint64_t id, LeaseRecord& lease) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::size_t ExpireLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void AddTenantBytes(const BlockKey& internal, tiers::TierKind tier, std::int64_t delta)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  static std::int64_t UnixMs(std::chrono::steady_clock::time_point t);
 
   const std::vector<tiers::Tier*> tiers_;
+  Env* const env_;
   mutable Mutex mu_;
   BlockIndex index_;
   std::unique_ptr<ResidencyPolicy> policy_ ABSL_GUARDED_BY(mu_);
+  Placement placement_tiers_{this};
+  // The placement core (the one the replay measures), over index_, policy_ and placement_tiers_.
+  std::unique_ptr<CacheEngine> engine_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::uint64_t, LeaseRecord> leases_ ABSL_GUARDED_BY(mu_);
   // Which tenant each stored block belongs to, and each tenant's bytes per tier (quotas).
   absl::flat_hash_map<BlockKey, std::string> owner_ ABSL_GUARDED_BY(mu_);
@@ -343,12 +386,13 @@ class BlockStore final : public UcxBlockHandler {
   absl::flat_hash_map<BlockKey, std::uint64_t> checksum_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, std::array<std::uint64_t, kTierKinds>> tenant_bytes_
       ABSL_GUARDED_BY(mu_);
+  // Host slot bytes each tenant's write leases hold (its quota counts them).
+  absl::flat_hash_map<std::string, std::uint64_t> reserved_bytes_ ABSL_GUARDED_BY(mu_);
   BlockStoreStats stats_ ABSL_GUARDED_BY(mu_);
   PlacementPolicy placement_ ABSL_GUARDED_BY(mu_);
   // Sessions by tenant + '\n' + session id, and how many sessions reference each block.
   absl::flat_hash_map<std::string, SessionBlocks> sessions_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<BlockKey, std::uint32_t> session_refs_ ABSL_GUARDED_BY(mu_);
-  const std::chrono::steady_clock::time_point opened_ = std::chrono::steady_clock::now();
   std::int64_t clock_us_ ABSL_GUARDED_BY(mu_) = 0;  // the last NowUs() the policy was told
 };
 

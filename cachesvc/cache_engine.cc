@@ -1,124 +1,350 @@
 #include "cachesvc/cache_engine.h"
 
+#include <algorithm>
+#include <bit>
+
+#include "fmt/format.h"
+
 namespace cachesvc {
 namespace {
 
-constexpr tiers::TierKind kFastestFirst[kTierKinds] = {
-    tiers::TierKind::kHbm, tiers::TierKind::kHost, tiers::TierKind::kNvme};
+using tiers::TierKind;
+
+constexpr TierKind kFastestFirst[kTierKinds] = {TierKind::kHbm, TierKind::kHost, TierKind::kNvme};
+
+// Evictions one allocation may cause before it gives up (a tier whose free space is fragmented
+// across size classes may need several).
+constexpr int kMaxEvictions = 256;
 
 }  // namespace
 
-CacheEngine::CacheEngine(BlockIndex* index, ResidencyPolicy* policy, TierCapacity capacity)
-    : index_(index), policy_(policy), capacity_(capacity), exclusive_(policy->ExclusiveTiers()) {
-  bool found = false;
-  for (tiers::TierKind t : kFastestFirst) {
-    if (capacity_.blocks[Index(t)] == 0) continue;
-    present_ |= TierBit(t);
-    if (!found) fastest_ = t;
-    found = true;
+std::array<SimulatedTiers::Geometry, kTierKinds> SimulatedTiers::ForBlocks(
+    const TierCapacity& capacity, std::uint64_t block_bytes) {
+  std::array<Geometry, kTierKinds> g{};
+  const std::uint64_t slot = std::bit_ceil(std::max<std::uint64_t>(block_bytes, 1));
+  for (unsigned t = 0; t < kTierKinds; ++t) g[t] = Geometry{capacity.blocks[t] * slot, slot};
+  return g;
+}
+
+absl::StatusOr<TierCopy> SimulatedTiers::Reserve(TierKind tier, std::uint64_t bytes) {
+  const auto t = static_cast<unsigned>(tier);
+  const std::uint64_t slot =
+      std::max(tiers_[t].min_slot_bytes, std::bit_ceil(std::max<std::uint64_t>(bytes, 1)));
+  if (used_[t] + slot > tiers_[t].capacity_bytes) {
+    return absl::ResourceExhaustedError(
+        fmt::format("tier {}: {} of {} bytes used", t, used_[t], tiers_[t].capacity_bytes));
+  }
+  used_[t] += slot;
+  TierCopy c;
+  c.slot_offset = next_offset_;
+  next_offset_ += slot;
+  c.slot_log2 = static_cast<std::uint8_t>(std::countr_zero(slot));
+  return c;
+}
+
+void SimulatedTiers::Free(TierKind tier, const TierCopy& copy) {
+  const auto t = static_cast<unsigned>(tier);
+  used_[t] -= std::min(used_[t], std::uint64_t{1} << copy.slot_log2);
+}
+
+TierMask SimulatedTiers::Present() const {
+  TierMask m = 0;
+  for (TierKind t : kFastestFirst) {
+    if (tiers_[static_cast<unsigned>(t)].capacity_bytes > 0) m |= TierBit(t);
+  }
+  return m;
+}
+
+CacheEngine::CacheEngine(BlockIndex* index, ResidencyPolicy* policy, PlacementTiers* tiers,
+                         TierMask present)
+    : index_(index), policy_(policy), tiers_(tiers), present_(present) {
+  Init();
+}
+
+CacheEngine::CacheEngine(BlockIndex* index, ResidencyPolicy* policy, TierCapacity capacity,
+                         std::uint64_t block_bytes)
+    : index_(index),
+      policy_(policy),
+      owned_tiers_(
+          std::make_unique<SimulatedTiers>(SimulatedTiers::ForBlocks(capacity, block_bytes))),
+      tiers_(owned_tiers_.get()),
+      present_(owned_tiers_->Present()) {
+  Init();
+}
+
+void CacheEngine::Init() {
+  exclusive_ = policy_->ExclusiveTiers();
+  for (TierKind t : kFastestFirst) {
+    if ((present_ & TierBit(t)) != 0) {
+      fastest_ = t;
+      break;
+    }
   }
 }
 
-ServeResult CacheEngine::Serve(std::span<const BlockKey> chain, std::int64_t now_us,
-                               std::span<std::uint8_t> hit_tiers, std::uint64_t session) {
-  ServeResult r;
-  if (present_ == 0) {
-    r.computed = static_cast<std::uint32_t>(chain.size());
-    r.not_admitted = r.computed;
-    return r;
-  }
-  policy_->BeginRequest(session, chain, now_us);
+void CacheEngine::SetPolicy(ResidencyPolicy* policy) {
+  policy_ = policy;
+  exclusive_ = policy_->ExclusiveTiers();
+}
+
+void CacheEngine::Hold(const BlockKey& key) { ++moving_[key]; }
+
+void CacheEngine::Unhold(const BlockKey& key) {
+  auto it = moving_.find(key);
+  if (it != moving_.end() && --it->second == 0) moving_.erase(it);
+}
+
+bool CacheEngine::Evictable(const BlockKey& key) const {
+  if (moving_.contains(key)) return false;
+  const auto e = index_->Get(key);
+  return !e || e->leases == 0;
+}
+
+LoadResult CacheEngine::Load(std::span<const BlockKey> chain, std::int64_t now_us,
+                             std::uint64_t session, std::span<std::uint8_t> hit_tiers) {
+  LoadResult r;
+  if (present_ == 0) return r;
+  policy_->BeginRequest(session, chain, now_us, RequestStep::kLoad);
   masks_.resize(chain.size());
-  r.prefix_hits =
-      static_cast<std::uint32_t>(index_->LongestCachedPrefix(chain, present_, now_us, masks_));
-  for (std::uint32_t i = 0; i < r.prefix_hits; ++i) {
-    for (tiers::TierKind t : kFastestFirst) {
-      if ((masks_[i] & TierBit(t)) != 0) {
+  const std::size_t prefix = index_->LongestCachedPrefix(chain, present_, now_us, masks_);
+  // The prefix's blocks are not victims while it is brought up (making room for one must not
+  // push out another, nor the copy it is read from).
+  for (std::size_t i = 0; i < prefix; ++i) Hold(chain[i]);
+  for (std::size_t i = 0; i < prefix; ++i) {
+    const BlockKey& key = chain[i];
+    const TierMask held = masks_[i] & present_;
+    if ((held & TierBit(fastest_)) != 0) {
+      policy_->Touched(key, fastest_, now_us);
+    } else if (absl::Status st = Promote(key, held, now_us); !st.ok()) {
+      r.failed = st;
+      break;
+    } else {
+      ++stats_.promoted;
+    }
+    for (TierKind t : kFastestFirst) {
+      if ((held & TierBit(t)) != 0) {
         ++r.hits_from[Index(t)];
         if (i < hit_tiers.size()) hit_tiers[i] = static_cast<std::uint8_t>(t);
         break;
       }
     }
+    ++r.prefix;
   }
-  r.computed = static_cast<std::uint32_t>(chain.size()) - r.prefix_hits;
-  for (const BlockKey& key : chain) {
-    const TierMask held = index_->Tiers(key);
-    if ((held & TierBit(fastest_)) != 0) {
-      policy_->Touched(key, fastest_, now_us);
-    } else if (!Admit(key, fastest_, now_us, 0)) {
-      ++r.not_admitted;
-    } else if (exclusive_ && held != 0) {
-      DropSlowerCopies(key, held);
-    }
-  }
+  for (std::size_t i = 0; i < prefix; ++i) Unhold(chain[i]);
   policy_->EndRequest(now_us);
   return r;
 }
 
-std::size_t CacheEngine::Prefetch(std::int64_t now_us) {
-  std::size_t moved = 0;
-  for (const BlockKey& key : policy_->Prefetch(now_us)) {
-    const TierMask held = index_->Tiers(key);
-    if ((held & TierBit(fastest_)) != 0) {
-      policy_->PrefetchFound(key, now_us);  // still there: the policy may keep it now
+absl::StatusOr<TierCopy> CacheEngine::Reserve(std::span<const BlockKey> chain, std::uint64_t bytes,
+                                              std::int64_t now_us, std::uint64_t session) {
+  if (present_ == 0) return absl::FailedPreconditionError("no tiers");
+  policy_->BeginRequest(session, chain, now_us, RequestStep::kReserve);
+  auto slot = MakeRoom(fastest_, bytes, now_us, 0);
+  policy_->EndRequest(now_us);
+  return slot;
+}
+
+void CacheEngine::Commit(std::span<const BlockKey> chain, std::span<const NewBlock> blocks,
+                         std::int64_t now_us, std::uint64_t session) {
+  policy_->BeginRequest(session, chain, now_us, RequestStep::kCommit);
+  std::size_t next = 0;  // blocks are in chain order; any not in `chain` go last
+  for (const BlockKey& key : chain) {
+    if (next < blocks.size() && blocks[next].key == key) {
+      Insert(key, fastest_, blocks[next].copy, blocks[next].entry, now_us);
+      ++next;
       continue;
     }
-    if ((held & present_) == 0) continue;
-    if (Admit(key, fastest_, now_us, 0)) {
-      ++moved;
-      if (exclusive_) DropSlowerCopies(key, held);
+    const TierMask held = index_->Tiers(key) & present_;
+    for (TierKind t : kFastestFirst) {
+      if ((held & TierBit(t)) != 0) {
+        policy_->Touched(key, t, now_us);
+        break;
+      }
     }
   }
-  stats_.prefetched += moved;
+  for (; next < blocks.size(); ++next) {
+    Insert(blocks[next].key, fastest_, blocks[next].copy, blocks[next].entry, now_us);
+  }
+  policy_->EndRequest(now_us);
+}
+
+ServeResult CacheEngine::Serve(std::span<const BlockKey> chain, std::int64_t now_us,
+                               std::span<std::uint8_t> hit_tiers, std::uint64_t session,
+                               std::uint64_t block_bytes) {
+  ServeResult r;
+  const LoadResult loaded = Load(chain, now_us, session, hit_tiers);
+  r.prefix_hits = loaded.prefix;
+  r.hits_from = loaded.hits_from;
+  r.computed = static_cast<std::uint32_t>(chain.size()) - r.prefix_hits;
+  if (present_ == 0) {
+    r.not_admitted = r.computed;
+    return r;
+  }
+  fresh_.clear();
+  fresh_keys_.clear();
+  for (std::size_t i = r.prefix_hits; i < chain.size(); ++i) {
+    if ((index_->Tiers(chain[i]) & present_) != 0) continue;  // stored (after a gap)
+    if (!fresh_keys_.insert(chain[i]).second) continue;       // the chain repeats a block
+    auto slot = Reserve(chain, block_bytes, now_us, session);
+    if (!slot.ok()) {
+      ++r.not_admitted;
+      continue;
+    }
+    NewBlock b{chain[i], *slot, BlockEntry{}};
+    b.copy.stored_bytes = static_cast<std::uint32_t>(block_bytes);
+    b.entry.last_access_us = now_us;
+    fresh_.push_back(b);
+  }
+  Commit(chain, fresh_, now_us, session);
+  return r;
+}
+
+bool CacheEngine::PrefetchOne(const BlockKey& key, std::int64_t now_us) {
+  const TierMask held = index_->Tiers(key) & present_;
+  if ((held & TierBit(fastest_)) != 0) {
+    policy_->PrefetchFound(key, now_us);  // still there: the policy may keep it now
+    return false;
+  }
+  if (held == 0 || !Promote(key, held, now_us).ok()) return false;
+  ++stats_.prefetched;
+  return true;
+}
+
+std::size_t CacheEngine::Prefetch(std::int64_t now_us) {
+  std::size_t moved = 0;
+  for (const BlockKey& key : DuePrefetches(now_us)) moved += PrefetchOne(key, now_us) ? 1 : 0;
   return moved;
 }
 
-void CacheEngine::DropSlowerCopies(const BlockKey& key, TierMask held) {
-  for (tiers::TierKind t : kFastestFirst) {
-    if (t == fastest_ || (held & TierBit(t)) == 0) continue;
-    if (index_->RemoveCopy(key, t)) {
-      --used_[Index(t)];
-      policy_->Removed(key, t);
+absl::Status CacheEngine::Promote(const BlockKey& key, TierMask held, std::int64_t now_us) {
+  const auto e = index_->Get(key);
+  if (!e) return absl::NotFoundError("block is gone");
+  TierKind from = fastest_;
+  for (TierKind t : kFastestFirst) {
+    if (t != fastest_ && (held & TierBit(t)) != 0) {
+      from = t;
+      break;
     }
   }
+  if (from == fastest_) return absl::NotFoundError("no copy to bring up");
+  if (absl::Status st = CopyTo(key, *e, from, fastest_, now_us, 0, true); !st.ok()) return st;
+  if (exclusive_) DropSlowerCopies(key, held);
+  return absl::OkStatus();
 }
 
-bool CacheEngine::Admit(const BlockKey& key, tiers::TierKind tier, std::int64_t now_us, int depth) {
-  const unsigned t = Index(tier);
-  while (used_[t] >= capacity_.blocks[t]) {
-    if (!EvictOne(tier, now_us, depth)) return false;
+absl::Status CacheEngine::Replicate(const BlockKey& key, TierKind to, std::int64_t now_us) {
+  const auto e = index_->Get(key);
+  if (!e || (present_ & TierBit(to)) == 0) return absl::FailedPreconditionError("no such copy");
+  if (e->In(to)) return absl::OkStatus();
+  for (TierKind t : kFastestFirst) {
+    if (t != to && e->In(t) && (present_ & TierBit(t)) != 0) {
+      return CopyTo(key, *e, t, to, now_us, 0, /*make_room=*/false);
+    }
   }
-  BlockEntry fresh;
-  fresh.last_access_us = now_us;
-  index_->AddCopy(key, tier, TierCopy{}, fresh);
-  ++used_[t];
-  ++stats_.admitted_to[t];
-  policy_->Added(key, tier, now_us);
-  return true;
+  return absl::FailedPreconditionError("no other copy to make it from");
 }
 
-bool CacheEngine::EvictOne(tiers::TierKind tier, std::int64_t now_us, int depth) {
-  const std::optional<BlockKey> victim = policy_->ChooseVictim(tier, now_us);
-  if (!victim) return false;
+absl::Status CacheEngine::CopyTo(const BlockKey& key, const BlockEntry& e, TierKind from,
+                                 TierKind to, std::int64_t now_us, int depth, bool make_room) {
+  const std::uint64_t bytes = e.Copy(from).stored_bytes;
+  Hold(key);
+  absl::StatusOr<TierCopy> slot =
+      make_room ? MakeRoom(to, bytes, now_us, depth) : tiers_->Reserve(to, bytes);
+  absl::Status st = slot.status();
+  if (slot.ok()) {
+    st = tiers_->Copy(key, e, from, to, *slot);
+    if (st.ok()) {
+      Insert(key, to, *slot, e, now_us);
+    } else {
+      tiers_->Free(to, *slot);
+    }
+  }
+  Unhold(key);
+  return st;
+}
+
+void CacheEngine::Recovered(const BlockKey& key, TierKind tier, const TierCopy& copy,
+                            const BlockEntry& entry, std::int64_t now_us) {
+  Insert(key, tier, copy, entry, now_us);
+}
+
+void CacheEngine::Insert(const BlockKey& key, TierKind tier, const TierCopy& copy,
+                         const BlockEntry& fresh, std::int64_t now_us) {
+  index_->AddCopy(key, tier, copy, fresh);
+  ++used_[Index(tier)];
+  ++stats_.admitted_to[Index(tier)];
+  tiers_->CopyAdded(key, tier, copy);
+  policy_->Added(key, tier, now_us);
+}
+
+TierMask CacheEngine::Forget(const BlockKey& key, TierKind tier, const TierCopy& copy) {
+  const TierMask left = index_->TakeCopy(key, tier);
+  --used_[Index(tier)];
+  policy_->Removed(key, tier);
+  tiers_->CopyRemoved(key, tier, copy);
+  tiers_->Free(tier, copy);
+  return left;
+}
+
+std::uint64_t CacheEngine::Drop(const BlockKey& key, TierKind tier) {
+  const auto e = index_->Get(key);
+  if (!e || !e->In(tier)) return 0;
+  const TierCopy copy = e->Copy(tier);
+  if (Forget(key, tier, copy) == 0) {
+    index_->EraseIfUnused(key);
+    tiers_->BlockGone(key);
+  }
+  return std::uint64_t{1} << copy.slot_log2;
+}
+
+void CacheEngine::DropSlowerCopies(const BlockKey& key, TierMask held) {
+  for (TierKind t : kFastestFirst) {
+    if (t == fastest_ || (held & TierBit(t)) == 0) continue;
+    const auto e = index_->Get(key);
+    if (e && e->In(t)) Forget(key, t, e->Copy(t));
+  }
+}
+
+absl::StatusOr<TierCopy> CacheEngine::MakeRoom(TierKind tier, std::uint64_t bytes,
+                                               std::int64_t now_us, int depth) {
+  for (int i = 0; i < kMaxEvictions; ++i) {
+    auto slot = tiers_->Reserve(tier, bytes);
+    if (slot.ok() || !absl::IsResourceExhausted(slot.status())) return slot;
+    if (!EvictOne(tier, now_us, depth)) return slot.status();
+  }
+  return absl::ResourceExhaustedError(
+      fmt::format("no room for {} bytes after {} evictions", bytes, kMaxEvictions));
+}
+
+bool CacheEngine::EvictOne(TierKind tier, std::int64_t now_us, int depth) {
   const unsigned t = Index(tier);
-  const std::optional<tiers::TierKind> target = policy_->DemoteTarget(tier);
-  const bool demote = target && (present_ & TierBit(*target)) != 0 && depth < kTierKinds;
-  // The entry stays while the block moves (TakeCopy), and goes if the block was dropped.
-  const TierMask left = index_->TakeCopy(*victim, tier);
-  --used_[t];
-  policy_->Removed(*victim, tier);
-  bool moved = false;
-  if (demote) {
-    if ((left & TierBit(*target)) != 0) {
+  for (int attempt = 0; attempt < kMaxEvictions; ++attempt) {
+    const std::optional<BlockKey> victim =
+        policy_->ChooseVictim(tier, now_us, [this](const BlockKey& k) { return Evictable(k); });
+    if (!victim) return false;
+    const auto e = index_->Get(*victim);
+    if (!e || !e->In(tier)) {  // the policy's view is stale: it forgets the block
+      policy_->Removed(*victim, tier);
+      continue;
+    }
+    const std::optional<TierKind> target = policy_->DemoteTarget(tier);
+    const bool demote = target && (present_ & TierBit(*target)) != 0 && depth < kTierKinds;
+    bool moved = false;
+    if (demote && e->In(*target)) {
       policy_->Touched(*victim, *target, now_us);
       moved = true;
-    } else {
-      moved = Admit(*victim, *target, now_us, depth + 1);
+    } else if (demote) {
+      // The source slot stays valid until Forget frees it below.
+      moved = CopyTo(*victim, *e, tier, *target, now_us, depth + 1, true).ok();
     }
+    if (Forget(*victim, tier, e->Copy(tier)) == 0) {
+      index_->EraseIfUnused(*victim);
+      tiers_->BlockGone(*victim);
+    }
+    ++(moved ? stats_.demoted_from[t] : stats_.dropped_from[t]);
+    return true;
   }
-  if (!moved && left == 0) index_->EraseIfUnused(*victim);
-  ++(moved ? stats_.demoted_from[t] : stats_.dropped_from[t]);
-  return true;
+  return false;
 }
 
 }  // namespace cachesvc

@@ -103,14 +103,14 @@ class RecencyList {
     return it == index_.end() ? nullptr : &nodes_[it->second];
   }
   [[nodiscard]] bool Contains(const BlockKey& key) const { return index_.contains(key); }
-  // No block in the recency order (held ones aside).
-  [[nodiscard]] bool empty() const { return tail_ == kNone; }
-  [[nodiscard]] std::optional<BlockKey> Oldest() const {
-    if (tail_ == kNone) return std::nullopt;
-    return nodes_[tail_].key;
+  // The least recent block that `evictable` accepts (nullptr: none; held blocks are never
+  // named).
+  [[nodiscard]] const Node* Oldest(ResidencyPolicy::Evictable evictable) const {
+    for (std::uint32_t i = tail_; i != kNone; i = nodes_[i].prev) {
+      if (evictable(nodes_[i].key)) return &nodes_[i];
+    }
+    return nullptr;
   }
-  // When the least recent block was last used (the `now_us` it was touched with).
-  [[nodiscard]] std::int64_t OldestUsedUs() const { return nodes_[tail_].used_us; }
 
  private:
   static constexpr std::uint32_t kNone = UINT32_MAX;
@@ -212,20 +212,34 @@ class PinnedBlocks {
       lru_.Erase(key);
     }
   }
-  // The block to leave first, if any; with by_return, `next_use_us` receives its next use.
-  [[nodiscard]] std::optional<BlockKey> Victim(std::int64_t* next_use_us = nullptr) {
-    if (!by_return_) return lru_.Oldest();
+  // The block to leave first among those `evictable` accepts, if any; with by_return,
+  // `next_use_us` receives its next use.
+  [[nodiscard]] std::optional<BlockKey> Victim(ResidencyPolicy::Evictable evictable,
+                                               std::int64_t* next_use_us = nullptr) {
+    if (!by_return_) {
+      const RecencyList::Node* n = lru_.Oldest(evictable);
+      return n == nullptr ? std::nullopt : std::optional<BlockKey>(n->key);
+    }
+    std::optional<BlockKey> found;
+    skipped_.clear();
     while (!heap_.empty()) {
-      const Entry& top = heap_.front();
+      const Entry top = heap_.front();
       auto it = next_use_.find(top.key);
-      if (it != next_use_.end() && it->second.seq == top.seq) {
+      const bool live = it != next_use_.end() && it->second.seq == top.seq;
+      if (live && evictable(top.key)) {
         if (next_use_us != nullptr) *next_use_us = top.use_us;
-        return top.key;
+        found = top.key;
+        break;
       }
       std::pop_heap(heap_.begin(), heap_.end());
       heap_.pop_back();
+      if (live) skipped_.push_back(top);  // not evictable now: back into the heap below
     }
-    return std::nullopt;
+    for (const Entry& e : skipped_) {
+      heap_.push_back(e);
+      std::push_heap(heap_.begin(), heap_.end());
+    }
+    return found;
   }
 
  private:
@@ -254,6 +268,7 @@ class PinnedBlocks {
   RecencyList lru_;
   absl::flat_hash_map<BlockKey, Stamp> next_use_;  // the pinned blocks (by_return)
   std::vector<Entry> heap_;                        // max-heap by next use, lazy
+  std::vector<Entry> skipped_;                     // Victim's scratch
   std::uint64_t seq_ = 0;
 };
 
@@ -288,10 +303,11 @@ class LruPolicy : public ResidencyPolicy {
 
   std::string_view Name() const override { return options_.cascade ? "lru-tiered" : "lru-hbm"; }
 
-  void BeginRequest(std::uint64_t session, std::span<const BlockKey>, std::int64_t) override {
+  void BeginRequest(std::uint64_t session, std::span<const BlockKey>, std::int64_t,
+                    RequestStep step) override {
     in_request_ = true;
     session_ = session;
-    lists_[kFast].BeginRun();
+    if (step != RequestStep::kReserve) lists_[kFast].BeginRun();
   }
   void EndRequest(std::int64_t) override { in_request_ = false; }
   void SessionClosed(std::uint64_t session, std::span<const BlockKey> chain,
@@ -342,21 +358,26 @@ class LruPolicy : public ResidencyPolicy {
     if (lists_[t].Erase(key) && t == kFast) pinned_.Erase(key);
   }
 
-  std::optional<BlockKey> ChooseVictim(tiers::TierKind tier, std::int64_t now_us) override {
+  using ResidencyPolicy::ChooseVictim;
+  std::optional<BlockKey> ChooseVictim(tiers::TierKind tier, std::int64_t now_us,
+                                       Evictable evictable) override {
     const unsigned t = Index(tier);
-    if (t != kFast) return lists_[t].Oldest();
+    if (t != kFast) {
+      const RecencyList::Node* n = lists_[t].Oldest(evictable);
+      return n == nullptr ? std::nullopt : std::optional<BlockKey>(n->key);
+    }
     ExpirePins(now_us);
-    RecencyList& list = lists_[t];
-    if (list.empty()) return pinned_.Victim();  // only pinned blocks left
+    const RecencyList::Node* oldest = lists_[t].Oldest(evictable);
+    if (oldest == nullptr) return pinned_.Victim(evictable);  // only pinned blocks left
     if (options_.evict_pinned_beyond_us > 0) {
       std::int64_t next_use_us = 0;
-      if (auto v = pinned_.Victim(&next_use_us)) {
+      if (auto v = pinned_.Victim(evictable, &next_use_us)) {
         const std::int64_t pinned_wait = next_use_us - now_us;
-        const std::int64_t lru_idle = now_us - list.OldestUsedUs();
+        const std::int64_t lru_idle = now_us - oldest->used_us;
         if (pinned_wait > options_.evict_pinned_beyond_us && pinned_wait > lru_idle) return v;
       }
     }
-    return list.Oldest();
+    return oldest->key;
   }
   bool ExclusiveTiers() const override { return options_.exclusive; }
   std::optional<tiers::TierKind> DemoteTarget(tiers::TierKind from) const override {

@@ -17,11 +17,15 @@
 #include <string_view>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "proto/block_key.h"
 #include "tiers/tier.h"
 
 namespace cachesvc {
+
+// The steps of a request, in order (cachesvc/cache_engine.h).
+enum class RequestStep { kLoad, kReserve, kCommit };
 
 class ResidencyPolicy {
  public:
@@ -30,14 +34,15 @@ class ResidencyPolicy {
   // The name bench/run replay selects it by (lru-hbm, lru-tiered, ...).
   [[nodiscard]] virtual std::string_view Name() const = 0;
 
-  // A request of `session` (0: none known) for `chain` is about to be served (before any other
-  // notification about it).
+  // A step of a request of `session` (0: none known) for `chain` is about to run (before any
+  // other notification about it): its load (a new request), a slot reserved for one of its
+  // computed blocks, or the commit of those blocks (CacheEngine's three steps).
   virtual void BeginRequest(std::uint64_t session, std::span<const BlockKey> chain,
-                            std::int64_t now_us) {
-    (void)session, (void)chain, (void)now_us;
+                            std::int64_t now_us, RequestStep step) {
+    (void)session, (void)chain, (void)now_us, (void)step;
   }
 
-  // The request begun by the last BeginRequest has been served (every block of it notified).
+  // The step begun by the last BeginRequest is done (every block of it notified).
   virtual void EndRequest(std::int64_t now_us) { (void)now_us; }
 
   // Session `session`'s response ended in a tool call at `start_us`, expected back at
@@ -73,10 +78,18 @@ class ResidencyPolicy {
   // `key` left `tier`.
   virtual void Removed(const BlockKey& key, tiers::TierKind tier) = 0;
 
-  // `tier` is full and a block must leave it: which one. nullopt refuses (nothing can leave, so
-  // the incoming block is not admitted).
+  // Whether a block may leave its tier now (the engine's answer: not leased, not being moved).
+  using Evictable = absl::FunctionRef<bool(const BlockKey&)>;
+  // `tier` is full and a block must leave it: which one, among those `evictable` accepts (the
+  // policy's order is unchanged by the ones it skips). nullopt refuses (nothing can leave, so the
+  // incoming block is not admitted).
   [[nodiscard]] virtual std::optional<BlockKey> ChooseVictim(tiers::TierKind tier,
-                                                             std::int64_t now_us) = 0;
+                                                             std::int64_t now_us,
+                                                             Evictable evictable) = 0;
+  // Every block evictable.
+  [[nodiscard]] std::optional<BlockKey> ChooseVictim(tiers::TierKind tier, std::int64_t now_us) {
+    return ChooseVictim(tier, now_us, [](const BlockKey&) { return true; });
+  }
   // Whether a block promoted into the fastest tier gives up its copies in slower tiers (exclusive
   // tiers: more distinct blocks fit; a later demotion writes the block again) or keeps them
   // (inclusive: the next demotion is free).

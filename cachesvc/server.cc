@@ -102,7 +102,8 @@ namespace {
 
 absl::StatusOr<std::unique_ptr<Server>> Server::Start(const Config& config, DaemonInfo info,
                                                       TierSet* tiers,
-                                                      const std::filesystem::path& data_dir) {
+                                                      const std::filesystem::path& data_dir,
+                                                      Env* env) {
   if (absl::Status s = ProbeListenAddress(config.listen); !s.ok()) return s;
   std::unique_ptr<Server> self(new Server());
   self->keep_volatile_on_exit_ = config.keep_volatile_on_exit;
@@ -116,7 +117,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const Config& config, Daem
     placement.name = config.policy;
     placement.prefetch_lead = std::chrono::milliseconds(config.prefetch_lead_ms);
     placement.lease_timeout = std::chrono::milliseconds(config.lease_timeout_ms);
-    auto store = BlockStore::Open(tiers->tiers(), placement);
+    auto store = BlockStore::Open(tiers->tiers(), placement, env);
     if (!store.ok()) return store.status();
     self->store_ = std::move(*store);
   }
@@ -150,7 +151,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const Config& config, Daem
 
   self->layouts_ = std::make_unique<KnownLayouts>();
   self->session_ops_ = std::make_unique<SessionOps>(self->session_store_.get(), self->store_.get(),
-                                                    self->layouts_.get());
+                                                    self->layouts_.get(), env);
   if (const std::size_t n = self->session_ops_->RestoreBlockState(*self->tenants_); n > 0) {
     spdlog::info("told the block store about {} open sessions", n);
   }

@@ -23,6 +23,7 @@
 #include <thread>
 
 #include "absl/status/statusor.h"
+#include "base/env.h"
 #include "base/mutex.h"
 #include "cachesvc/admin_service.h"
 #include "cachesvc/config.h"
@@ -56,9 +57,11 @@ class Server {
   // Binds and starts serving. UNAVAILABLE naming the address and the reason ("Address already in
   // use") when it cannot listen there.
   // `tiers` (may be null: no block store, no BlockService) must outlive the server; tenant salts
-  // live under `data_dir`.
+  // live under `data_dir`. `env` (it must outlive the server; the same one `tiers` was opened
+  // with) is the store's and the session service's clock.
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<Server>> Start(
-      const Config& config, DaemonInfo info, TierSet* tiers, const std::filesystem::path& data_dir);
+      const Config& config, DaemonInfo info, TierSet* tiers, const std::filesystem::path& data_dir,
+      Env* env = Env::Default());
 
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;

@@ -75,11 +75,9 @@ v1::SessionInfo InfoFromSession(const Session& s) {
 }  // namespace
 
 SessionOps::SessionOps(SessionStore* store, BlockStore* blocks, const KnownLayouts* layouts,
-                       const tiers::Clock* clock)
-    : store_(store), blocks_(blocks), layouts_(layouts), clock_(clock) {
-  const std::int64_t wall_us = std::chrono::duration_cast<std::chrono::microseconds>(
-                                   std::chrono::system_clock::now().time_since_epoch())
-                                   .count();
+                       Env* env)
+    : store_(store), blocks_(blocks), layouts_(layouts), env_(env) {
+  const std::int64_t wall_us = env_->NowUnixMicros();
   std::int64_t latest_us = 0;
   MutexLock lock(&mu_);
   for (const Session& s : store_->List()) {
@@ -87,13 +85,12 @@ SessionOps::SessionOps(SessionStore* store, BlockStore* blocks, const KnownLayou
     if (s.state != SessionState::kClosed) ++open_[s.tenant];
   }
   base_us_ = std::max(wall_us, latest_us);
-  base_steady_ = clock_->Now();
+  base_steady_ = env_->Now();
 }
 
 std::int64_t SessionOps::NowUs() const {
   return base_us_ +
-         std::chrono::duration_cast<std::chrono::microseconds>(clock_->Now() - base_steady_)
-             .count();
+         std::chrono::duration_cast<std::chrono::microseconds>(env_->Now() - base_steady_).count();
 }
 
 std::uint64_t SessionOps::open_sessions() const {

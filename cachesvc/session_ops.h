@@ -38,13 +38,13 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "base/env.h"
 #include "base/mutex.h"
 #include "cachesvc/block_store.h"
 #include "cachesvc/layouts.h"
 #include "cachesvc/session_store.h"
 #include "cachesvc/tenants.h"
 #include "cachesvc/v1/cachesvc.pb.h"
-#include "tiers/clock.h"
 
 namespace cachesvc {
 
@@ -69,9 +69,9 @@ class SessionOps {
   static constexpr std::uint32_t kMaxListLimit = 1000;
 
   // `store` and `layouts` must outlive this; `blocks` too, or null (GetSession then lists no
-  // locations); `clock` is the steady time source (tests pass a tiers::ManualClock).
+  // locations); `env` is the time source (tests pass a ManualEnv).
   SessionOps(SessionStore* store, BlockStore* blocks, const KnownLayouts* layouts,
-             const tiers::Clock* clock = tiers::RealClock::Default());
+             Env* env = Env::Default());
 
   [[nodiscard]] absl::StatusOr<v1::OpenSessionResponse> Open(const Tenant& tenant,
                                                              const v1::OpenSessionRequest& req);
@@ -124,9 +124,9 @@ class SessionOps {
   SessionStore* const store_;
   BlockStore* const blocks_;
   const KnownLayouts* const layouts_;
-  const tiers::Clock* const clock_;
-  // Constant after construction: NowUs() = base_us_ + (clock_->Now() - base_steady_).
-  tiers::Clock::TimePoint base_steady_;
+  Env* const env_;
+  // Constant after construction: NowUs() = base_us_ + (env_->Now() - base_steady_).
+  Env::TimePoint base_steady_;
   std::int64_t base_us_ = 0;
   std::atomic<bool> draining_{false};
 

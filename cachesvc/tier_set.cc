@@ -21,7 +21,8 @@ tiers::HugePages ParseHugePages(const std::string& text) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<TierSet>> TierSet::Open(const Config& config,
-                                                       const std::filesystem::path& data_dir) {
+                                                       const std::filesystem::path& data_dir,
+                                                       Env* env) {
   std::unique_ptr<TierSet> set(new TierSet());
   if (config.host_capacity_bytes > 0) {
     tiers::HostTierOptions o;
@@ -36,7 +37,7 @@ absl::StatusOr<std::unique_ptr<TierSet>> TierSet::Open(const Config& config,
     // The block store pins a leased slot for twice lease_timeout_ms; the tier's default cap
     // (10 min) made every load a miss past 5 min.
     o.slots.max_lease_ttl = 2 * kMaxLeaseTimeout;
-    auto host = tiers::HostTier::Create(o);
+    auto host = tiers::HostTier::Create(o, env);
     if (!host.ok()) return Prefixed("tiers.host", host.status());
     set->host_ = std::move(*host);
     set->host_numa_node_ = o.numa_node;
@@ -60,7 +61,7 @@ absl::StatusOr<std::unique_ptr<TierSet>> TierSet::Open(const Config& config,
     o.max_slot_bytes = static_cast<std::uint64_t>(config.slot_max_bytes);
     o.queue_depth = static_cast<unsigned>(config.nvme_queue_depth);
     o.direct_io = config.nvme_direct_io;
-    auto nvme = tiers::NvmeTier::Open(o);
+    auto nvme = tiers::NvmeTier::Open(o, env);
     if (!nvme.ok()) return Prefixed("tiers.nvme", nvme.status());
     set->nvme_ = std::move(*nvme);
     set->order_.push_back(set->nvme_.get());

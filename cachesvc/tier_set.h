@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "base/env.h"
 #include "cachesvc/config.h"
 #include "tiers/host_tier.h"
 #include "tiers/nvme_tier.h"
@@ -24,9 +25,10 @@ namespace cachesvc {
 class TierSet {
  public:
   // INVALID_ARGUMENT / RESOURCE_EXHAUSTED / PERMISSION_DENIED from the tier that could not be
-  // opened, its message prefixed with the config section ("tiers.nvme: ...").
+  // opened, its message prefixed with the config section ("tiers.nvme: ..."). The tiers keep
+  // their deadlines on `env`'s clock (it must outlive the set).
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<TierSet>> Open(
-      const Config& config, const std::filesystem::path& data_dir);
+      const Config& config, const std::filesystem::path& data_dir, Env* env = Env::Default());
 
   // Fastest first.
   [[nodiscard]] const std::vector<tiers::Tier*>& tiers() const { return order_; }

@@ -23,8 +23,7 @@ absl::Status HbmTierOptions::Validate() const {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::unique_ptr<HbmTier>> HbmTier::Create(const HbmTierOptions& options,
-                                                         Clock* clock) {
+absl::StatusOr<std::unique_ptr<HbmTier>> HbmTier::Create(const HbmTierOptions& options, Env* env) {
   if (absl::Status s = options.Validate(); !s.ok()) return s;
   const int devices = CudaDeviceCount();
   if (options.device >= devices) {
@@ -41,7 +40,7 @@ absl::StatusOr<std::unique_ptr<HbmTier>> HbmTier::Create(const HbmTierOptions& o
         fmt::format("hbm tier '{}': cannot allocate {} bytes on device {}: {}", options.name,
                     usable, options.device, std::string(arena.status().message())));
   }
-  std::unique_ptr<HbmTier> tier(new HbmTier(options, clock, static_cast<std::byte*>(*arena)));
+  std::unique_ptr<HbmTier> tier(new HbmTier(options, env, static_cast<std::byte*>(*arena)));
   absl::StatusOr<CudaIpcHandleBytes> handle = CudaExportIpcHandle(*arena);
   if (!handle.ok()) return handle.status();
   tier->ipc_handle_ = *handle;
@@ -49,13 +48,13 @@ absl::StatusOr<std::unique_ptr<HbmTier>> HbmTier::Create(const HbmTierOptions& o
   return tier;
 }
 
-HbmTier::HbmTier(const HbmTierOptions& options, Clock* clock, std::byte* arena)
+HbmTier::HbmTier(const HbmTierOptions& options, Env* env, std::byte* arena)
     : options_(options),
       arena_(arena),
       table_(options.name, TierKind::kHbm,
              SlotAllocatorOptions{options.capacity_bytes, options.min_slot_bytes,
                                   options.max_slot_bytes},
-             options.slots, clock) {}
+             options.slots, env) {}
 
 HbmTier::~HbmTier() { CudaFreeOnDevice(options_.device, arena_); }
 

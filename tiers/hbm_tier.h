@@ -16,7 +16,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "tiers/clock.h"
+#include "base/env.h"
 #include "tiers/cuda_support.h"
 #include "tiers/slot_table.h"
 #include "tiers/tier.h"
@@ -40,7 +40,7 @@ class HbmTier final : public Tier {
   // UNAVAILABLE without CUDA or without device `options.device`; RESOURCE_EXHAUSTED when the GPU
   // cannot hold capacity_bytes.
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<HbmTier>> Create(
-      const HbmTierOptions& options, Clock* clock = RealClock::Default());
+      const HbmTierOptions& options, Env* env = Env::Default());
   ~HbmTier() override;
   HbmTier(const HbmTier&) = delete;
   HbmTier& operator=(const HbmTier&) = delete;
@@ -67,7 +67,7 @@ class HbmTier final : public Tier {
   [[nodiscard]] TierStats Stats() const override;
 
  private:
-  HbmTier(const HbmTierOptions& options, Clock* clock, std::byte* arena);
+  HbmTier(const HbmTierOptions& options, Env* env, std::byte* arena);
 
   const HbmTierOptions options_;
   std::byte* const arena_;  // device address

@@ -61,7 +61,7 @@ absl::Status HostTierOptions::Validate() const {
 }
 
 absl::StatusOr<std::unique_ptr<HostTier>> HostTier::Create(const HostTierOptions& options,
-                                                           Clock* clock) {
+                                                           Env* env) {
   if (absl::Status s = options.Validate(); !s.ok()) return s;
   if (options.numa_node >= 0) {
     if (absl::Status s = CheckNumaNode(options.numa_node); !s.ok()) return s;
@@ -125,7 +125,7 @@ absl::StatusOr<std::unique_ptr<HostTier>> HostTier::Create(const HostTierOptions
                       options.name, usable, ErrnoMessage(err))));
     }
   }
-  std::unique_ptr<HostTier> tier(new HostTier(options, clock, arena, mapped, fd));
+  std::unique_ptr<HostTier> tier(new HostTier(options, env, arena, mapped, fd));
   if (options.huge_pages == HugePages::kTransparent) {
     if (::madvise(arena, mapped, MADV_HUGEPAGE) == 0) {
       tier->thp_advised_ = true;
@@ -170,7 +170,7 @@ absl::StatusOr<std::unique_ptr<HostTier>> HostTier::Create(const HostTierOptions
   return tier;
 }
 
-HostTier::HostTier(const HostTierOptions& options, Clock* clock, std::byte* arena,
+HostTier::HostTier(const HostTierOptions& options, Env* env, std::byte* arena,
                    std::uint64_t mapped_bytes, int shared_fd)
     : options_(options),
       arena_(arena),
@@ -179,7 +179,7 @@ HostTier::HostTier(const HostTierOptions& options, Clock* clock, std::byte* aren
       table_(options.name, TierKind::kHost,
              SlotAllocatorOptions{options.capacity_bytes, options.min_slot_bytes,
                                   options.max_slot_bytes},
-             options.slots, clock) {}
+             options.slots, env) {}
 
 HostTier::~HostTier() {
   if (cuda_registered_) CudaHostUnregister(arena_);

@@ -25,7 +25,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "tiers/clock.h"
+#include "base/env.h"
 #include "tiers/slot_table.h"
 #include "tiers/tier.h"
 
@@ -59,9 +59,9 @@ class HostTier final : public Tier {
  public:
   // INVALID_ARGUMENT for bad options or a NUMA node this host does not have (or one without
   // memory); RESOURCE_EXHAUSTED when the arena cannot be mapped (naming the size, and the huge
-  // page pool for kHugetlb). `clock` must outlive the tier.
+  // page pool for kHugetlb). `env` must outlive the tier.
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<HostTier>> Create(
-      const HostTierOptions& options, Clock* clock = RealClock::Default());
+      const HostTierOptions& options, Env* env = Env::Default());
   ~HostTier() override;
   HostTier(const HostTier&) = delete;
   HostTier& operator=(const HostTier&) = delete;
@@ -94,8 +94,8 @@ class HostTier final : public Tier {
   [[nodiscard]] int shared_fd() const { return shared_fd_; }
 
  private:
-  HostTier(const HostTierOptions& options, Clock* clock, std::byte* arena,
-           std::uint64_t mapped_bytes, int shared_fd);
+  HostTier(const HostTierOptions& options, Env* env, std::byte* arena, std::uint64_t mapped_bytes,
+           int shared_fd);
 
   // Constant after construction.
   const HostTierOptions options_;

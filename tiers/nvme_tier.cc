@@ -74,8 +74,7 @@ absl::Status NvmeTierOptions::Validate() const {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::unique_ptr<NvmeTier>> NvmeTier::Open(const NvmeTierOptions& options,
-                                                         Clock* clock) {
+absl::StatusOr<std::unique_ptr<NvmeTier>> NvmeTier::Open(const NvmeTierOptions& options, Env* env) {
   if (absl::Status s = options.Validate(); !s.ok()) return s;
   const std::string path = options.data_path.string();
   struct stat st {};
@@ -169,7 +168,7 @@ absl::StatusOr<std::unique_ptr<NvmeTier>> NvmeTier::Open(const NvmeTierOptions& 
       }
     }
   }
-  std::unique_ptr<NvmeTier> tier(new NvmeTier(options, clock, fd, direct, usable));
+  std::unique_ptr<NvmeTier> tier(new NvmeTier(options, env, fd, direct, usable));
   absl::StatusOr<std::unique_ptr<NvmeIndex>> index = NvmeIndex::Open(
       options.index_path, NvmeGeometry{usable, options.min_slot_bytes, options.max_slot_bytes},
       options.sync_index);
@@ -214,14 +213,14 @@ absl::StatusOr<std::unique_ptr<NvmeTier>> NvmeTier::Open(const NvmeTierOptions& 
   return tier;
 }
 
-NvmeTier::NvmeTier(const NvmeTierOptions& options, Clock* clock, int fd, bool direct,
+NvmeTier::NvmeTier(const NvmeTierOptions& options, Env* env, int fd, bool direct,
                    std::uint64_t usable_bytes)
     : options_(options),
       fd_(fd),
       direct_(direct),
       table_(options.name, TierKind::kNvme,
              SlotAllocatorOptions{usable_bytes, options.min_slot_bytes, options.max_slot_bytes},
-             options.slots, clock) {}
+             options.slots, env) {}
 
 NvmeTier::~NvmeTier() {
   pipeline_.reset();  // cancels queued writes, finishes those in flight, runs every callback

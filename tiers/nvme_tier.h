@@ -40,8 +40,8 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "base/env.h"
 #include "base/mutex.h"
-#include "tiers/clock.h"
 #include "tiers/io_ring.h"
 #include "tiers/nvme_index.h"
 #include "tiers/nvme_write_pipeline.h"
@@ -96,7 +96,7 @@ class NvmeTier final : public Tier {
   // RESOURCE_EXHAUSTED when it cannot be preallocated (no space, file size limit). A corrupt or
   // missing index is not an error: the tier starts cold (recovery().started_cold).
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<NvmeTier>> Open(
-      const NvmeTierOptions& options, Clock* clock = RealClock::Default());
+      const NvmeTierOptions& options, Env* env = Env::Default());
   ~NvmeTier() override;
   NvmeTier(const NvmeTier&) = delete;
   NvmeTier& operator=(const NvmeTier&) = delete;
@@ -167,7 +167,7 @@ class NvmeTier final : public Tier {
 
   struct WriteJob;
 
-  NvmeTier(const NvmeTierOptions& options, Clock* clock, int fd, bool direct,
+  NvmeTier(const NvmeTierOptions& options, Env* env, int fd, bool direct,
            std::uint64_t usable_bytes);
   // Checks `op`, reserves its key and slot and computes its index entry; reports a replaced
   // block's key in `*replaced_keys`. On error nothing is reserved.

@@ -19,11 +19,11 @@ absl::Status SlotTableOptions::Validate() const {
 }
 
 SlotTable::SlotTable(std::string name, TierKind kind, const SlotAllocatorOptions& allocator,
-                     const SlotTableOptions& options, Clock* clock)
+                     const SlotTableOptions& options, Env* env)
     : name_(std::move(name)),
       kind_(kind),
       options_(options),
-      clock_(clock),
+      env_(env),
       allocator_(name_, allocator) {}
 
 absl::StatusOr<SlotTable::Slot*> SlotTable::Find(SlotId slot) {
@@ -48,7 +48,7 @@ absl::StatusOr<const SlotTable::Slot*> SlotTable::FindConst(SlotId slot) const {
 void SlotTable::ArmAllocationDeadline(Slot* slot) {
   slot->alloc_seq = next_alloc_seq_++;
   deadlines_.push(
-      Deadline{clock_->Now() + options_.allocation_ttl, false, slot->id.offset, slot->alloc_seq});
+      Deadline{env_->Now() + options_.allocation_ttl, false, slot->id.offset, slot->alloc_seq});
 }
 
 void SlotTable::MaybeRelease(Slot* slot) {
@@ -60,7 +60,7 @@ void SlotTable::MaybeRelease(Slot* slot) {
 
 std::size_t SlotTable::ExpireLocked() {
   std::size_t ended = 0;
-  const Clock::TimePoint now = clock_->Now();
+  const Env::TimePoint now = env_->Now();
   while (!deadlines_.empty() && deadlines_.top().when <= now) {
     const Deadline due = deadlines_.top();
     deadlines_.pop();
@@ -282,7 +282,7 @@ absl::StatusOr<LeaseId> SlotTable::AcquireLease(SlotId id, std::chrono::millisec
         fmt::format("tier '{}': slot at offset {} holds no block to lease", name_, id.offset));
   }
   const LeaseId lease = next_lease_++;
-  const Clock::TimePoint deadline = clock_->Now() + ttl;
+  const Env::TimePoint deadline = env_->Now() + ttl;
   leases_[lease] = Lease{id.offset, deadline};
   ++slot->leases;
   deadlines_.push(Deadline{deadline, true, lease, 0});

@@ -7,8 +7,8 @@
 //   read:  BeginRead (pins the slot, checks the caller's buffer) → copy/I/O → EndRead.
 // A pinned slot (a lease, or a read in progress) is never rewritten and never handed out again:
 // Free marks it and the allocator gets it back when the last pin goes. Leases and never-written
-// allocations carry deadlines from the injected Clock; every call first retires what is due, and
-// Expire() does it on demand, so a dead client cannot hold memory past its ttl.
+// allocations carry deadlines from the injected Env (base/env.h); every call first retires what is
+// due, and Expire() does it on demand, so a dead client cannot hold memory past its ttl.
 //
 // Slot states: allocated (reserved, no block) → writing → ready (holds a block) → freed.
 //
@@ -25,8 +25,8 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "base/env.h"
 #include "base/mutex.h"
-#include "tiers/clock.h"
 #include "tiers/slot_allocator.h"
 #include "tiers/tier.h"
 
@@ -45,7 +45,7 @@ struct SlotTableOptions {
 class SlotTable {
  public:
   SlotTable(std::string name, TierKind kind, const SlotAllocatorOptions& allocator,
-            const SlotTableOptions& options, Clock* clock);
+            const SlotTableOptions& options, Env* env);
 
   [[nodiscard]] absl::StatusOr<SlotId> Allocate(std::uint64_t bytes);
 
@@ -101,10 +101,10 @@ class SlotTable {
   };
   struct Lease {
     std::uint64_t offset = 0;
-    Clock::TimePoint deadline;
+    Env::TimePoint deadline;
   };
   struct Deadline {
-    Clock::TimePoint when;
+    Env::TimePoint when;
     bool is_lease = false;
     std::uint64_t id = 0;   // lease id, or slot offset
     std::uint64_t seq = 0;  // allocation sequence, for slots
@@ -123,7 +123,7 @@ class SlotTable {
   const std::string name_;
   const TierKind kind_;
   const SlotTableOptions options_;
-  Clock* const clock_;
+  Env* const env_;
 
   mutable Mutex mu_;
   SlotAllocator allocator_ ABSL_GUARDED_BY(mu_);

@@ -36,28 +36,45 @@ TierCapacity Capacity(std::uint64_t hbm, std::uint64_t host = 0, std::uint64_t n
   return c;
 }
 
-// A brute-force LRU over block ids, written from the definition and nothing else: a request hits
-// on the longest prefix of its ids that are cached; then each id, in order, becomes the most
-// recent, and the least recent goes while the cache is over capacity.
+// A brute-force LRU over block ids, written from the definition of a request's three steps and
+// nothing else: it hits on the longest prefix of its ids that are cached, each of which becomes
+// the most recent in order (load); each id no tier
+// holds gets a slot, the least recent cached id leaving while the cache and the slots taken would
+// exceed the capacity (reserve; an id finds no slot when nothing cached is left to leave); then
+// each id of the request, in order, still cached or just given a slot, becomes the most recent
+// (commit).
 class ReferenceLru {
  public:
   explicit ReferenceLru(std::size_t capacity) : capacity_(capacity) {}
   std::size_t Serve(const std::vector<std::uint64_t>& ids) {
     std::size_t hits = 0;
-    while (hits < ids.size() &&
-           std::find(order_.begin(), order_.end(), ids[hits]) != order_.end()) {
-      ++hits;
+    while (hits < ids.size() && Cached(ids[hits])) ++hits;
+    for (std::size_t i = 0; i < hits; ++i) {  // loaded: each becomes the most recent
+      order_.erase(std::find(order_.begin(), order_.end(), ids[i]));
+      order_.push_front(ids[i]);
+    }
+    std::set<std::uint64_t> reserved;
+    for (std::size_t i = hits; i < ids.size(); ++i) {
+      if (Cached(ids[i]) || reserved.count(ids[i]) != 0) continue;
+      while (!order_.empty() && order_.size() + reserved.size() >= capacity_) order_.pop_back();
+      if (order_.size() + reserved.size() < capacity_) reserved.insert(ids[i]);
     }
     for (auto id : ids) {
       auto it = std::find(order_.begin(), order_.end(), id);
-      if (it != order_.end()) order_.erase(it);
+      if (it != order_.end()) {
+        order_.erase(it);
+      } else if (reserved.erase(id) == 0) {
+        continue;
+      }
       order_.push_front(id);
-      if (order_.size() > capacity_) order_.pop_back();
     }
     return hits;
   }
 
  private:
+  bool Cached(std::uint64_t id) const {
+    return std::find(order_.begin(), order_.end(), id) != order_.end();
+  }
   std::size_t capacity_;
   std::list<std::uint64_t> order_;
 };
@@ -97,7 +114,9 @@ TEST(CacheEngineTest, LruHbmAgreesWithBruteForceLruOnMooncakeSample) {
 }
 
 // Belady written from its definition: at each eviction, the cached block whose next use (the next
-// request containing it, after the current one) is farthest, ties to the larger key.
+// request containing it, after the current one) is farthest, ties to the larger key. Evictions
+// make room for the request's missing blocks, which join the cache once all have a slot (the
+// engine's reserve and commit steps).
 std::size_t ReferenceBelady(const std::vector<std::vector<std::uint64_t>>& requests,
                             std::size_t capacity) {
   std::map<std::uint64_t, std::vector<std::size_t>> uses;  // id -> requests using it, increasing
@@ -112,9 +131,11 @@ std::size_t ReferenceBelady(const std::vector<std::vector<std::uint64_t>>& reque
     std::size_t h = 0;
     while (h < requests[r].size() && cache.count(requests[r][h]) != 0) ++h;
     hits += h;
-    for (auto id : requests[r]) {
-      if (cache.count(id) != 0) continue;
-      if (cache.size() >= capacity) {
+    std::set<std::uint64_t> reserved;
+    for (std::size_t i = h; i < requests[r].size(); ++i) {
+      const std::uint64_t id = requests[r][i];
+      if (cache.count(id) != 0 || reserved.count(id) != 0) continue;
+      if (!cache.empty() && cache.size() + reserved.size() >= capacity) {
         std::pair<std::size_t, BlockKey> worst{0, BlockKey{}};
         std::uint64_t victim = 0;
         bool first = true;
@@ -127,8 +148,9 @@ std::size_t ReferenceBelady(const std::vector<std::vector<std::uint64_t>>& reque
         }
         cache.erase(victim);
       }
-      cache.insert(id);
+      if (cache.size() + reserved.size() < capacity) reserved.insert(id);
     }
+    cache.insert(reserved.begin(), reserved.end());
   }
   return hits;
 }
@@ -168,13 +190,16 @@ TEST(CacheEngineTest, TieredLruDemotesAndHitsFromTheSlowerTier) {
   EXPECT_EQ(r.prefix_hits, 2u);
   EXPECT_EQ(r.hits_from[static_cast<unsigned>(TierKind::kHost)], 2u);
   EXPECT_EQ(r.computed, 0u);
-  // 1 and 2 are promoted back; 3 and 4 go down to the host tier, which, full and the last tier,
-  // drops its least recent blocks (the host copies of 1 and 2) to take them.
-  for (std::uint64_t k : {1, 2}) EXPECT_EQ(index.Get(Key(k))->tiers, TierBit(TierKind::kHbm)) << k;
-  for (std::uint64_t k : {3, 4}) EXPECT_EQ(index.Get(Key(k))->tiers, TierBit(TierKind::kHost)) << k;
+  // 1 and 2 are promoted back, each displacing 3 or 4 from HBM. Their host copies are what is
+  // being loaded, so the full host tier (the last tier) cannot take 3 and 4: they are dropped.
+  for (std::uint64_t k : {1, 2}) {
+    EXPECT_EQ(index.Get(Key(k))->tiers, TierBit(TierKind::kHbm) | TierBit(TierKind::kHost)) << k;
+  }
+  for (std::uint64_t k : {3, 4}) EXPECT_FALSE(index.Contains(Key(k))) << k;
   EXPECT_EQ(engine.Used(TierKind::kHbm), 2u);
   EXPECT_EQ(engine.Used(TierKind::kHost), 2u);
-  EXPECT_EQ(engine.stats().dropped_from[static_cast<unsigned>(TierKind::kHost)], 2u);
+  EXPECT_EQ(engine.stats().dropped_from[static_cast<unsigned>(TierKind::kHbm)], 2u);
+  EXPECT_EQ(engine.stats().promoted, 2u);
 }
 
 TEST(CacheEngineTest, HbmOnlyDropsWhatItEvicts) {
@@ -188,17 +213,37 @@ TEST(CacheEngineTest, HbmOnlyDropsWhatItEvicts) {
   EXPECT_EQ(engine.Serve(Keys({2, 3}), 3).prefix_hits, 2u);
 }
 
-TEST(CacheEngineTest, ChainLongerThanTheTierKeepsItsTail) {
+TEST(CacheEngineTest, ChainLongerThanTheTierKeepsItsHead) {
   BlockIndex index;
   auto policy = MakeLruPolicy(false);
   CacheEngine engine(&index, policy.get(), Capacity(2));
   const ServeResult r = engine.Serve(Keys({1, 2, 3, 4, 5}), 1);
   EXPECT_EQ(r.computed, 5u);
+  EXPECT_EQ(r.not_admitted, 3u);
   EXPECT_EQ(engine.Used(TierKind::kHbm), 2u);
-  EXPECT_TRUE(index.Contains(Key(5)));
+  EXPECT_TRUE(index.Contains(Key(1)));
+  EXPECT_FALSE(index.Contains(Key(5)));
+  // A block of a request's own chain never makes room for another: the head stays a prefix hit.
+  EXPECT_EQ(engine.Serve(Keys({1, 2, 3, 4, 5}), 2).prefix_hits, 2u);
+}
+
+// A leased block (a client is reading it) is never a victim, and skipping it changes nothing in
+// the policy's order: it is still the next to go once its lease ends.
+TEST(CacheEngineTest, ALeasedBlockIsSkippedNotTouched) {
+  BlockIndex index;
+  auto policy = MakeLruPolicy(false);
+  CacheEngine engine(&index, policy.get(), Capacity(3));
+  engine.Serve(Keys({1}), 1);
+  engine.Serve(Keys({2}), 2);
+  engine.Serve(Keys({3}), 3);
+  index.Update(Key(1), [](BlockEntry& e) { ++e.leases; });
+  engine.Serve(Keys({4}), 4);  // 1 is the least recent but leased: 2 goes
+  EXPECT_TRUE(index.Contains(Key(1)));
+  EXPECT_FALSE(index.Contains(Key(2)));
+  index.Update(Key(1), [](BlockEntry& e) { --e.leases; });
+  engine.Serve(Keys({5}), 5);  // 1 is still the least recent (not touched by being skipped)
   EXPECT_FALSE(index.Contains(Key(1)));
-  // The prefix is gone, so the cached tail cannot be a prefix hit.
-  EXPECT_EQ(engine.Serve(Keys({1, 2, 3, 4, 5}), 2).prefix_hits, 0u);
+  EXPECT_TRUE(index.Contains(Key(3)));
 }
 
 TEST(CacheEngineTest, NoTiersMeansNothingIsCached) {

@@ -13,6 +13,7 @@
 #include <memory>
 #include <vector>
 
+#include "base/env.h"
 #include "cachesvc/block_store.h"
 #include "cachesvc/config.h"
 #include "cachesvc/layouts.h"
@@ -20,7 +21,6 @@
 #include "cachesvc/tenants.h"
 #include "cachesvc/tier_set.h"
 #include "proto/xxh3.h"
-#include "tiers/clock.h"
 
 namespace cachesvc {
 namespace {
@@ -84,7 +84,7 @@ class SessionOpsTest : public ::testing::Test {
     auto store = SessionStore::Open(dir_ / "sessions");
     ASSERT_TRUE(store.ok()) << store.status();
     store_ = std::move(*store);
-    ops_ = std::make_unique<SessionOps>(store_.get(), blocks_.get(), &layouts_, &clock_);
+    ops_ = std::make_unique<SessionOps>(store_.get(), blocks_.get(), &layouts_, &env_);
   }
 
   std::string Open(const Tenant& t, std::vector<std::uint32_t> tokens = {}) {
@@ -131,7 +131,7 @@ class SessionOpsTest : public ::testing::Test {
   std::unique_ptr<TierSet> tiers_;
   std::unique_ptr<BlockStore> blocks_;
   KnownLayouts layouts_;
-  tiers::ManualClock clock_;
+  ManualEnv env_;
   std::unique_ptr<SessionStore> store_;
   std::unique_ptr<SessionOps> ops_;
 };
@@ -254,7 +254,7 @@ TEST_F(SessionOpsTest, ToolDurationsAreLearnedPerTenant) {
   const v1::SessionInfo waiting = Get(*a_, ida);
   EXPECT_EQ(waiting.state(), v1::SESSION_WAITING_TOOL);
   EXPECT_EQ(waiting.tool_name(), "search") << "the caller's name, not the store's";
-  clock_.Advance(1500ms);
+  env_.Advance(1500ms);
   v1::EndToolCallRequest end;
   end.set_session_id(ida);
   auto elapsed = ops_->EndToolCall(*a_, end);

@@ -64,7 +64,7 @@ class MoverTest : public ::testing::Test {
     h.capacity_bytes = 8 * kMiB;
     h.max_slot_bytes = 1 * kMiB;
     h.slots.allocation_ttl = milliseconds(200);
-    host_ = std::move(*HostTier::Create(h, &clock_));
+    host_ = std::move(*HostTier::Create(h, &env_));
     dir_ = std::make_unique<testing::ScopedDir>(testing::TestName());
     const auto& dir = dir_->path();
     NvmeTierOptions n;
@@ -74,7 +74,7 @@ class MoverTest : public ::testing::Test {
     n.capacity_bytes = 16 * kMiB;
     n.max_slot_bytes = 1 * kMiB;
     n.queue_depth = 4;
-    auto nvme = NvmeTier::Open(n, &clock_);
+    auto nvme = NvmeTier::Open(n, &env_);
     ASSERT_TRUE(nvme.ok()) << nvme.status();
     nvme_ = std::move(*nvme);
   }
@@ -96,7 +96,7 @@ class MoverTest : public ::testing::Test {
   }
 
   std::unique_ptr<testing::ScopedDir> dir_;
-  ManualClock clock_;
+  ManualEnv env_;
   std::unique_ptr<HostTier> host_;
   std::unique_ptr<NvmeTier> nvme_;
 };
@@ -380,7 +380,7 @@ TEST_F(MoverTest, SweeperExpiresLeasesOfDeadClients) {
   auto never_written = host_->Allocate(4096);                        // a dead writer's slot
   ASSERT_TRUE(never_written.ok());
   EXPECT_EQ(host_->Stats().slots_in_use, 2u);
-  clock_.Advance(milliseconds(250));  // past the lease ttl and the allocation ttl
+  env_.Advance(milliseconds(250));  // past the lease ttl and the allocation ttl
   for (int i = 0; i < 2000 && host_->Stats().slots_in_use != 0; ++i) {
     std::this_thread::sleep_for(milliseconds(1));
   }

@@ -16,7 +16,7 @@ class SlotTableTest : public ::testing::Test {
  protected:
   SlotTableTest()
       : table_("t", TierKind::kHost, SlotAllocatorOptions{4 * kMiB, 16 * kKiB, 1 * kMiB},
-               SlotTableOptions{milliseconds(500), milliseconds(10'000)}, &clock_) {}
+               SlotTableOptions{milliseconds(500), milliseconds(10'000)}, &env_) {}
 
   // A slot holding a block of `bytes`.
   SlotId Written(std::uint64_t bytes) {
@@ -31,7 +31,7 @@ class SlotTableTest : public ::testing::Test {
     return *slot;
   }
 
-  ManualClock clock_;
+  ManualEnv env_;
   SlotTable table_;
 };
 
@@ -112,10 +112,10 @@ TEST_F(SlotTableTest, LeasesExpireAndFinishDeferredFrees) {
   auto lease = table_.AcquireLease(slot, milliseconds(100));
   ASSERT_TRUE(lease.ok());
   ASSERT_TRUE(table_.Free(slot).ok());
-  clock_.Advance(milliseconds(99));
+  env_.Advance(milliseconds(99));
   EXPECT_EQ(table_.Expire(), 0u);
   EXPECT_EQ(table_.Stats().slots_in_use, 1u);
-  clock_.Advance(milliseconds(1));
+  env_.Advance(milliseconds(1));
   EXPECT_EQ(table_.Expire(), 1u);
   const TierStats stats = table_.Stats();
   EXPECT_EQ(stats.leases_expired, 1u);
@@ -128,7 +128,7 @@ TEST_F(SlotTableTest, ExpiredLeaseNoLongerBlocksWritesEvenBeforeASweep) {
   const SlotId slot = Written(64 * kKiB);
   ASSERT_TRUE(table_.AcquireLease(slot, milliseconds(50)).ok());
   EXPECT_FALSE(table_.BeginWrite(slot, 64 * kKiB).ok());
-  clock_.Advance(milliseconds(60));
+  env_.Advance(milliseconds(60));
   EXPECT_TRUE(table_.BeginWrite(slot, 64 * kKiB).ok());
 }
 
@@ -148,9 +148,9 @@ TEST_F(SlotTableTest, NeverWrittenAllocationsAreReclaimedAtTheirTtl) {
   auto dead_client = table_.Allocate(1 * kMiB);
   ASSERT_TRUE(dead_client.ok());
   auto written = Written(1 * kMiB);
-  clock_.Advance(milliseconds(499));
+  env_.Advance(milliseconds(499));
   EXPECT_EQ(table_.Expire(), 0u);
-  clock_.Advance(milliseconds(1));
+  env_.Advance(milliseconds(1));
   EXPECT_EQ(table_.Expire(), 1u);
   const TierStats stats = table_.Stats();
   EXPECT_EQ(stats.allocations_reclaimed, 1u);
@@ -167,7 +167,7 @@ TEST_F(SlotTableTest, AbortedWriteLeavesNoBlockAndRearmsTheTtl) {
   EXPECT_EQ(replaced.stored_bytes, 64 * kKiB);
   table_.AbortWrite(slot);
   EXPECT_EQ(table_.Info(slot).status().code(), absl::StatusCode::kFailedPrecondition);
-  clock_.Advance(milliseconds(500));
+  env_.Advance(milliseconds(500));
   EXPECT_EQ(table_.Expire(), 1u);
   EXPECT_EQ(table_.Stats().slots_in_use, 0u);
 }

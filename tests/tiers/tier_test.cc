@@ -26,10 +26,10 @@ using testing::PayloadMatches;
 constexpr std::uint64_t kKiB = 1024;
 constexpr std::uint64_t kMiB = 1024 * kKiB;
 
-// Builds a 4 MiB tier of 1 MiB chunks on `clock`, or skips the test.
+// Builds a 4 MiB tier of 1 MiB chunks on `env`, or skips the test.
 // `dir` is a fresh folder for tiers that need files.
 using Factory =
-    std::function<absl::StatusOr<std::unique_ptr<Tier>>(Clock*, const std::filesystem::path&)>;
+    std::function<absl::StatusOr<std::unique_ptr<Tier>>(Env*, const std::filesystem::path&)>;
 
 struct Param {
   const char* name;
@@ -41,7 +41,7 @@ class TierContractTest : public ::testing::TestWithParam<Param> {
  protected:
   void SetUp() override {
     dir_ = std::make_unique<testing::ScopedDir>(testing::TestName());
-    auto tier = GetParam().make(&clock_, dir_->path());
+    auto tier = GetParam().make(&env_, dir_->path());
     if (absl::IsUnavailable(tier.status())) GTEST_SKIP() << tier.status();
     ASSERT_TRUE(tier.ok()) << tier.status();
     tier_ = std::move(*tier);
@@ -65,7 +65,7 @@ class TierContractTest : public ::testing::TestWithParam<Param> {
   }
 
   std::unique_ptr<testing::ScopedDir> dir_;
-  ManualClock clock_;
+  ManualEnv env_;
   std::unique_ptr<Tier> tier_;
 };
 
@@ -116,7 +116,7 @@ TEST_P(TierContractTest, LeaseExpiryAndAllocationTtlReclaim) {
   ASSERT_TRUE(tier_->Free(a).ok());
   ASSERT_TRUE(tier_->Allocate(64 * kKiB).ok());  // never written
   EXPECT_EQ(tier_->Stats().slots_in_use, 2u);
-  clock_.Advance(milliseconds(1000));
+  env_.Advance(milliseconds(1000));
   EXPECT_EQ(tier_->ExpireLeases(), 2u);
   EXPECT_EQ(tier_->Stats().slots_in_use, 0u);
 }
@@ -133,19 +133,19 @@ TEST_P(TierContractTest, BadArgumentsChangeNothing) {
   Expect(a, 1, 64 * kKiB);
 }
 
-[[nodiscard]] absl::StatusOr<std::unique_ptr<Tier>> MakeHost(Clock* clock,
+[[nodiscard]] absl::StatusOr<std::unique_ptr<Tier>> MakeHost(Env* env,
                                                              const std::filesystem::path&) {
   HostTierOptions o;
   o.name = "host-contract";
   o.capacity_bytes = 4 * kMiB;
   o.max_slot_bytes = 1 * kMiB;
   o.slots.allocation_ttl = milliseconds(500);
-  auto t = HostTier::Create(o, clock);
+  auto t = HostTier::Create(o, env);
   if (!t.ok()) return t.status();
   return std::unique_ptr<Tier>(std::move(*t));
 }
 
-[[nodiscard]] absl::StatusOr<std::unique_ptr<Tier>> MakeNvme(Clock* clock,
+[[nodiscard]] absl::StatusOr<std::unique_ptr<Tier>> MakeNvme(Env* env,
                                                              const std::filesystem::path& dir) {
   NvmeTierOptions o;
   o.name = "nvme-contract";
@@ -154,19 +154,19 @@ TEST_P(TierContractTest, BadArgumentsChangeNothing) {
   o.capacity_bytes = 4 * kMiB;
   o.max_slot_bytes = 1 * kMiB;
   o.slots.allocation_ttl = milliseconds(500);
-  auto t = NvmeTier::Open(o, clock);
+  auto t = NvmeTier::Open(o, env);
   if (!t.ok()) return t.status();
   return std::unique_ptr<Tier>(std::move(*t));
 }
 
-[[nodiscard]] absl::StatusOr<std::unique_ptr<Tier>> MakeHbm(Clock* clock,
+[[nodiscard]] absl::StatusOr<std::unique_ptr<Tier>> MakeHbm(Env* env,
                                                             const std::filesystem::path&) {
   HbmTierOptions o;
   o.name = "hbm-contract";
   o.capacity_bytes = 4 * kMiB;
   o.max_slot_bytes = 1 * kMiB;
   o.slots.allocation_ttl = milliseconds(500);
-  auto t = HbmTier::Create(o, clock);
+  auto t = HbmTier::Create(o, env);
   if (!t.ok()) return t.status();
   return std::unique_ptr<Tier>(std::move(*t));
 }
