@@ -273,33 +273,34 @@ absl::StatusOr<AllocateResult> BlockStore::Allocate(
   auto chain = std::make_shared<const std::vector<BlockKey>>(TenantBlockKeys(salt, keys));
   MutexLock lock(&mu_);
   AllocateResult result;
-  std::vector<std::uint64_t> created;
   const std::string owner(tenant);
   const unsigned host_index = static_cast<unsigned>(TierKind::kHost);
   const std::uint64_t session = SessionId(tenant, session_id);
-  const auto undo = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    for (std::uint64_t id : created) EndLease(id, leases_.find(id)->second);
-  };
+  absl::flat_hash_set<BlockKey> seen;
+  std::vector<std::size_t> fresh;  // positions in the chain of the blocks to write
   for (std::size_t i = 0; i < keys.size(); ++i) {
     const BlockKey& internal = (*chain)[i];
     if (index_.Tiers(internal) != 0) {
       result.already_stored.push_back(keys[i]);
-      continue;
+    } else if (seen.insert(internal).second) {  // a key named twice gets one lease
+      fresh.push_back(i);
     }
-    if (host_quota_bytes > 0) {
-      const std::uint64_t used = tenant_bytes_[owner][host_index] + reserved_bytes_[owner];
-      if (used + std::bit_ceil(length) > host_quota_bytes) {
-        undo();
-        return absl::ResourceExhaustedError(
-            fmt::format("tenant '{}' would exceed its host quota of {} bytes ({} used or reserved)",
-                        tenant, host_quota_bytes, used));
-      }
+  }
+  if (fresh.empty()) return result;
+  if (host_quota_bytes > 0) {
+    const std::uint64_t used = tenant_bytes_[owner][host_index] + reserved_bytes_[owner];
+    if (used + fresh.size() * std::bit_ceil(length) > host_quota_bytes) {
+      return absl::ResourceExhaustedError(
+          fmt::format("tenant '{}' would exceed its host quota of {} bytes ({} used or reserved)",
+                      tenant, host_quota_bytes, used));
     }
-    auto slot = engine_->Reserve(*chain, length, PolicyNow(), session);
-    if (!slot.ok()) {
-      undo();
-      return slot.status();
-    }
+  }
+  auto slots = engine_->Reserve(*chain, fresh.size(), length, PolicyNow(), session);
+  if (!slots.ok()) return slots.status();
+  for (std::size_t n = 0; n < fresh.size(); ++n) {
+    const std::size_t i = fresh[n];
+    const BlockKey& internal = (*chain)[i];
+    const TierCopy* slot = &(*slots)[n];
     LeaseRecord rec;
     rec.tenant = owner;
     rec.write = true;
@@ -319,7 +320,6 @@ absl::StatusOr<AllocateResult> BlockStore::Allocate(
     result.leases.push_back(
         WriteLease{id, keys[i], length, codec, env_->ToUnixMillis(rec.expires_us)});
     leases_.emplace(id, std::move(rec));
-    created.push_back(id);
   }
   return result;
 }
@@ -453,6 +453,11 @@ std::size_t BlockStore::FlushToNvme() {
   return written;
 }
 
+void BlockStore::SetEvictionObserver(CacheEngine::EvictionObserver observer) {
+  MutexLock lock(&mu_);
+  engine_->SetEvictionObserver(std::move(observer));
+}
+
 BlockStoreStats BlockStore::Stats() const {
   MutexLock lock(&mu_);
   BlockStoreStats s = stats_;
@@ -544,7 +549,7 @@ void BlockStore::ForgetWriteLease(const LeaseRecord& lease) {
 }
 
 std::int64_t BlockStore::PolicyNow() {
-  clock_us_ = std::max(clock_us_ + 1, NowUs());
+  clock_us_ = std::max(clock_us_, NowUs());
   return clock_us_;
 }
 
@@ -642,14 +647,11 @@ absl::StatusOr<EvictResult> BlockStore::Evict(std::string_view tenant, std::stri
 
 std::unique_ptr<ResidencyPolicy> BlockStore::BuildPolicy(const PlacementPolicy& p) {
   using std::chrono::microseconds;
-  std::unique_ptr<ResidencyPolicy> policy;
-  if (p.name == "lru-tiered") {
-    policy = MakeLruPolicy(/*cascade=*/true);
-  } else if (p.name == "ttl-pin") {
-    policy = MakeTtlPinPolicy(microseconds(p.pin_ttl).count(), TierKind::kHost);
-  } else {
-    policy = MakeAgentAwarePolicy(microseconds(p.prefetch_lead).count(), TierKind::kHost);
-  }
+  // The name was checked (CheckPlacementPolicy) before the store got it.
+  std::unique_ptr<ResidencyPolicy> policy = *MakeResidencyPolicy(
+      p.name, PolicyParams{.prefetch_lead_us = microseconds(p.prefetch_lead).count(),
+                           .pin_ttl_us = microseconds(p.pin_ttl).count(),
+                           .fastest = TierKind::kHost});
   // Every stored block, least recently used first, then the sessions waiting on tool calls.
   std::vector<std::pair<std::int64_t, BlockKey>> blocks;
   index_.ForEach(

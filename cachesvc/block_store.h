@@ -262,6 +262,13 @@ class BlockStore final : public UcxBlockHandler {
   std::size_t FlushToNvme();
 
   [[nodiscard]] BlockStoreStats Stats() const;
+  // The id the placement policy knows a tenant's session by (0 for ""): XXH3-64 of
+  // tenant '\n' session id, odd.
+  static std::uint64_t SessionId(std::string_view tenant, std::string_view session_id);
+  // Called for every eviction the placement core makes (the block's tenant-scoped key, the tier
+  // it left, whether it moved down rather than being dropped), under the store's lock: it must
+  // not call the store. For tests and tracing; nullptr turns it off.
+  void SetEvictionObserver(CacheEngine::EvictionObserver observer);
   [[nodiscard]] std::size_t Blocks() const { return index_.Size(); }
   // Bytes of `tier` the tenant's blocks use.
   [[nodiscard]] std::uint64_t TenantBytes(std::string_view tenant, tiers::TierKind tier) const;
@@ -347,7 +354,7 @@ class BlockStore final : public UcxBlockHandler {
   void CountSessionRefs(std::span<const BlockKey> keys, int delta)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   static std::vector<BlockKey> SessionKeys(const SessionBlocks& s);
-  // NowUs(), made strictly increasing: the time of a policy notification.
+  // NowUs(), never going back: the time of a policy notification (several may share one).
   std::int64_t PolicyNow() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A block recovered from NVMe has no recorded tenant; the first tenant whose salt names it
   // owns it from then on (the key is tenant-scoped, so only that tenant can name it).
@@ -362,8 +369,6 @@ class BlockStore final : public UcxBlockHandler {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A write lease is ending (committed or not): its slot no longer counts as reserved.
   void ForgetWriteLease(const LeaseRecord& lease) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // The policy's id of a session ("" = 0: none).
-  static std::uint64_t SessionId(std::string_view tenant, std::string_view session_id);
   static std::vector<BlockKey> TenantBlockKeys(std::string_view salt,
                                                std::span<const BlockKey> keys);
   void EndLease(std::uint64_t id, LeaseRecord& lease) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

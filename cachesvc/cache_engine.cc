@@ -135,13 +135,31 @@ LoadResult CacheEngine::Load(std::span<const BlockKey> chain, std::int64_t now_u
   return r;
 }
 
-absl::StatusOr<TierCopy> CacheEngine::Reserve(std::span<const BlockKey> chain, std::uint64_t bytes,
-                                              std::int64_t now_us, std::uint64_t session) {
+absl::StatusOr<std::vector<TierCopy>> CacheEngine::Reserve(std::span<const BlockKey> chain,
+                                                           std::size_t count, std::uint64_t bytes,
+                                                           std::int64_t now_us,
+                                                           std::uint64_t session) {
   if (present_ == 0) return absl::FailedPreconditionError("no tiers");
   policy_->BeginRequest(session, chain, now_us, RequestStep::kReserve);
-  auto slot = MakeRoom(fastest_, bytes, now_us, 0);
+  for (const BlockKey& k : chain) Hold(k);
+  std::vector<TierCopy> slots;
+  slots.reserve(count);
+  absl::Status failed;
+  while (slots.size() < count) {
+    auto slot = MakeRoom(fastest_, bytes, now_us, 0);
+    if (!slot.ok()) {
+      failed = slot.status();
+      break;
+    }
+    slots.push_back(*slot);
+  }
+  for (const BlockKey& k : chain) Unhold(k);
   policy_->EndRequest(now_us);
-  return slot;
+  if (!failed.ok()) {
+    for (const TierCopy& s : slots) Release(s);
+    return failed;
+  }
+  return slots;
 }
 
 void CacheEngine::Commit(std::span<const BlockKey> chain, std::span<const NewBlock> blocks,
@@ -185,15 +203,21 @@ ServeResult CacheEngine::Serve(std::span<const BlockKey> chain, std::int64_t now
   for (std::size_t i = r.prefix_hits; i < chain.size(); ++i) {
     if ((index_->Tiers(chain[i]) & present_) != 0) continue;  // stored (after a gap)
     if (!fresh_keys_.insert(chain[i]).second) continue;       // the chain repeats a block
-    auto slot = Reserve(chain, block_bytes, now_us, session);
-    if (!slot.ok()) {
-      ++r.not_admitted;
-      continue;
-    }
-    NewBlock b{chain[i], *slot, BlockEntry{}};
-    b.copy.stored_bytes = static_cast<std::uint32_t>(block_bytes);
+    NewBlock b{chain[i], TierCopy{}, BlockEntry{}};
     b.entry.last_access_us = now_us;
     fresh_.push_back(b);
+  }
+  if (!fresh_.empty()) {
+    auto slots = Reserve(chain, fresh_.size(), block_bytes, now_us, session);
+    if (!slots.ok()) {  // as the daemon's allocation: all of the request's blocks or none
+      r.not_admitted = static_cast<std::uint32_t>(fresh_.size());
+      fresh_.clear();
+    } else {
+      for (std::size_t i = 0; i < fresh_.size(); ++i) {
+        fresh_[i].copy = (*slots)[i];
+        fresh_[i].copy.stored_bytes = static_cast<std::uint32_t>(block_bytes);
+      }
+    }
   }
   Commit(chain, fresh_, now_us, session);
   return r;
@@ -342,6 +366,7 @@ bool CacheEngine::EvictOne(TierKind tier, std::int64_t now_us, int depth) {
       tiers_->BlockGone(*victim);
     }
     ++(moved ? stats_.demoted_from[t] : stats_.dropped_from[t]);
+    if (observer_) observer_(*victim, tier, moved);
     return true;
   }
   return false;

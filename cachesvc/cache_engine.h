@@ -10,7 +10,8 @@
 //      cannot be brought up ends the prefix there (a failed load is a miss).
 //   2. Reserve: a slot in the fastest tier for each block of the chain no tier holds (the engine
 //      computed them), evicting as the policy says. The daemon does this when a client allocates
-//      (write leases); the slots are the block's from then on.
+//      (write leases); the slots are the block's from then on. An allocation gets all its slots
+//      or none (RESOURCE_EXHAUSTED), and never evicts its own chain's blocks to make room.
 //   3. Commit: the reserved blocks enter the index; the chain's blocks are told to the policy in
 //      chain order, so a chain leaves its tier tail first.
 // Serve() is the three steps back to back, as the replay (and a daemon whose client saves at
@@ -27,6 +28,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <vector>
@@ -112,7 +114,7 @@ struct ServeResult {
   std::uint32_t prefix_hits = 0;                      // blocks of the cached prefix
   std::array<std::uint32_t, kTierKinds> hits_from{};  // where each prefix block was (fastest copy)
   std::uint32_t computed = 0;                         // blocks after the prefix
-  std::uint32_t not_admitted = 0;                     // blocks the fast tier could not take
+  std::uint32_t not_admitted = 0;  // computed blocks not saved: the fast tier had no room
 };
 
 struct EngineStats {
@@ -148,11 +150,15 @@ class CacheEngine {
   // prefix was found in.
   LoadResult Load(std::span<const BlockKey> chain, std::int64_t now_us, std::uint64_t session = 0,
                   std::span<std::uint8_t> hit_tiers = {});
-  // Step 2: a slot of `bytes` in the fastest tier (RESOURCE_EXHAUSTED when no room can be made);
-  // hand it to Commit, or back with Release.
-  [[nodiscard]] absl::StatusOr<TierCopy> Reserve(std::span<const BlockKey> chain,
-                                                 std::uint64_t bytes, std::int64_t now_us,
-                                                 std::uint64_t session = 0);
+  // Step 2: `count` slots of `bytes` in the fastest tier for the chain's computed blocks, all or
+  // none (RESOURCE_EXHAUSTED: no room could be made; the blocks evicted trying stay evicted).
+  // The chain's own stored blocks are not victims. Hand the slots to Commit, or back with
+  // Release.
+  [[nodiscard]] absl::StatusOr<std::vector<TierCopy>> Reserve(std::span<const BlockKey> chain,
+                                                              std::size_t count,
+                                                              std::uint64_t bytes,
+                                                              std::int64_t now_us,
+                                                              std::uint64_t session = 0);
   void Release(const TierCopy& slot) { tiers_->Free(fastest_, slot); }
   // Step 3: `blocks` (each with its reserved slot, stored_bytes and codec set, and the
   // block-wide fields of its entry) enter the fastest tier; the other blocks of `chain` that the
@@ -199,6 +205,11 @@ class CacheEngine {
   void SessionClosed(std::uint64_t session, std::span<const BlockKey> chain, std::int64_t now_us) {
     policy_->SessionClosed(session, chain, now_us);
   }
+
+  // Called for each eviction: the victim, the tier it left, whether it was moved down (true) or
+  // dropped.
+  using EvictionObserver = std::function<void(const BlockKey&, tiers::TierKind, bool)>;
+  void SetEvictionObserver(EvictionObserver observer) { observer_ = std::move(observer); }
 
   // Copies in `tier` now.
   [[nodiscard]] std::uint64_t Used(tiers::TierKind tier) const { return used_[Index(tier)]; }
@@ -247,6 +258,7 @@ class CacheEngine {
   std::vector<NewBlock> fresh_;               // Serve's scratch
   absl::flat_hash_set<BlockKey> fresh_keys_;  // Serve's scratch
   EngineStats stats_;
+  EvictionObserver observer_;
 };
 
 }  // namespace cachesvc

@@ -582,4 +582,14 @@ absl::Status CheckPolicyName(std::string_view name) {
       fmt::format("policy '{}': not one of cachesvc, lru-tiered, ttl-pin", name));
 }
 
+absl::StatusOr<std::unique_ptr<ResidencyPolicy>> MakeResidencyPolicy(std::string_view name,
+                                                                     const PolicyParams& params) {
+  if (name == "lru-hbm") return MakeLruPolicy(/*cascade=*/false);
+  if (name == "lru-tiered") return MakeLruPolicy(/*cascade=*/true);
+  if (name == "ttl-pin") return MakeTtlPinPolicy(params.pin_ttl_us, params.fastest);
+  if (name == "cachesvc") return MakeAgentAwarePolicy(params.prefetch_lead_us, params.fastest);
+  return absl::InvalidArgumentError(
+      fmt::format("policy '{}': not one of lru-hbm, lru-tiered, ttl-pin, cachesvc", name));
+}
+
 }  // namespace cachesvc

@@ -19,6 +19,7 @@
 
 #include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "proto/block_key.h"
 #include "tiers/tier.h"
 
@@ -125,6 +126,17 @@ std::unique_ptr<ResidencyPolicy> MakeBeladyPolicy(const std::vector<std::vector<
 // The policies the daemon runs (its `policy` key, AdminService SetPolicy): cachesvc, lru-tiered,
 // ttl-pin. INVALID_ARGUMENT naming them otherwise.
 [[nodiscard]] absl::Status CheckPolicyName(std::string_view name);
+
+// The one registry of online policies by name, for the daemon and the replay alike.
+struct PolicyParams {
+  std::int64_t prefetch_lead_us = 1'000'000;        // cachesvc
+  std::int64_t pin_ttl_us = 10'000'000;             // ttl-pin
+  tiers::TierKind fastest = tiers::TierKind::kHbm;  // where pins and chain order apply
+};
+// lru-hbm, lru-tiered, ttl-pin or cachesvc; INVALID_ARGUMENT naming them for any other name
+// (belady needs the future: MakeBeladyPolicy).
+[[nodiscard]] absl::StatusOr<std::unique_ptr<ResidencyPolicy>> MakeResidencyPolicy(
+    std::string_view name, const PolicyParams& params);
 
 // The largest placement knobs the daemon accepts, from its config and from AdminService
 // SetPolicy alike (the smallest are 0 ms for the lead, 1 ms for the others).

@@ -14,7 +14,9 @@
 // contains "ragpulse"), or the kv-cache-tester v8 tarball (.tar.xz, extracted beside it) or its
 // folder, of which `--users` conversations run at once with starts `--stagger-s` apart
 // (bench/replay/loaders.h; docs/replay-workloads.md). Each request hits on the longest cached
-// prefix of its blocks; then all its blocks are cached. Per policy: block_hit_rate, token_hit_rate,
+// prefix of its blocks; then its other blocks are computed and saved (CacheEngine's load, reserve
+// and commit steps, as the daemon runs them), told in time order by bench/replay/driver.h (a
+// tool call starts when its response ends). Per policy: block_hit_rate, token_hit_rate,
 // fast_hit_rate (hits served from the fastest tier / blocks), modelled TTFT mean and p99 and
 // resume TTFT p99 (requests that follow a tool call; cachesvc/cost_model.h, parameters printed),
 // prefill GPU-seconds saved, and refs_per_s (block references replayed per second).
@@ -27,12 +29,11 @@
 #include <string>
 #include <vector>
 
-#include "absl/container/flat_hash_map.h"
 #include "bench/replay/agent_workload.h"
+#include "bench/replay/driver.h"
 #include "bench/replay/loaders.h"
 #include "cachesvc/cache_engine.h"
 #include "cachesvc/cost_model.h"
-#include "cachesvc/tool_history.h"
 #include "nlohmann/json.hpp"
 
 namespace {
@@ -52,17 +53,15 @@ double Mean(const std::vector<double>& v) {
 }
 
 std::unique_ptr<cachesvc::ResidencyPolicy> MakePolicy(const std::string& name, const Trace& trace) {
-  if (name == "lru-hbm") return cachesvc::MakeLruPolicy(false);
-  if (name == "lru-tiered") return cachesvc::MakeLruPolicy(true);
-  if (name == "ttl-pin") return cachesvc::MakeTtlPinPolicy(10'000'000);  // Continuum-style, 10 s
-  if (name == "cachesvc") return cachesvc::MakeAgentAwarePolicy(1'000'000);  // prefetch 1 s ahead
   if (name == "belady") {
     std::vector<std::vector<cachesvc::BlockKey>> future;
     future.reserve(trace.requests.size());
     for (const TraceRequest& r : trace.requests) future.push_back(r.blocks);
     return cachesvc::MakeBeladyPolicy(future);
   }
-  return nullptr;
+  // The daemon's registry: ttl-pin pins for 10 s (Continuum-style), cachesvc prefetches 1 s ahead.
+  auto policy = cachesvc::MakeResidencyPolicy(name, cachesvc::PolicyParams{});
+  return policy.ok() ? std::move(*policy) : nullptr;
 }
 
 int Usage(const std::string& why) {
@@ -164,17 +163,6 @@ int main(int argc, char** argv) {
   }
   for (const std::string& w : trace->warnings) std::cerr << "replay: " << w << "\n";
 
-  // A session's last request closes it (what an agent framework does when a sub-agent returns
-  // its result or a conversation ends), unless it ends in a tool call that never returns.
-  std::vector<bool> closes(trace->requests.size(), false);
-  {
-    absl::flat_hash_map<std::uint64_t, std::size_t> last;
-    for (std::size_t i = 0; i < trace->requests.size(); ++i) {
-      if (trace->requests[i].session != 0) last[trace->requests[i].session] = i;
-    }
-    for (const auto& [session, i] : last) closes[i] = true;
-  }
-
   std::stringstream names(args["policy"]);
   for (std::string name; std::getline(names, name, ',');) {
     auto policy = MakePolicy(name, *trace);
@@ -192,33 +180,15 @@ int main(int argc, char** argv) {
     std::vector<double> ttft_us, resume_ttft_us;
     ttft_us.reserve(trace->requests.size());
     std::vector<std::uint8_t> hit_tiers;
-    // With learned estimates: the tool calls in flight (session -> tool name, start) and what
-    // has been learned per tool name from the calls that ended.
-    absl::flat_hash_map<std::uint64_t, std::pair<std::string, std::int64_t>> in_flight;
-    absl::flat_hash_map<std::string, cachesvc::ToolHistory> learned;
+    cachesvc::replay::ReplayDriver driver(*trace, estimate == "learned"
+                                                      ? cachesvc::replay::ToolEstimate::kLearned
+                                                      : cachesvc::replay::ToolEstimate::kExact);
+    cachesvc::replay::EngineTarget target(&engine);
     const auto start = std::chrono::steady_clock::now();
     for (std::size_t ri = 0; ri < trace->requests.size(); ++ri) {
       const TraceRequest& r = trace->requests[ri];
-      // Prefetches due by now first: the daemon runs them on a timer, at their due time.
-      engine.Prefetch(r.t_us);
-      if (r.resume) {
-        engine.ToolCallEnded(r.session, r.t_us);
-        if (auto it = in_flight.find(r.session); it != in_flight.end()) {
-          learned[it->second.first].Add(r.t_us - it->second.second);
-          in_flight.erase(it);
-        }
-      }
       hit_tiers.resize(r.blocks.size());
-      const cachesvc::ServeResult s = engine.Serve(r.blocks, r.t_us, hit_tiers, r.session);
-      if (r.tool_start_us && r.tool_end_us) {
-        std::int64_t expected_end = *r.tool_end_us;
-        if (estimate == "learned") {
-          expected_end = *r.tool_start_us + learned[r.tool_name].Expected();
-          in_flight[r.session] = {r.tool_name, *r.tool_start_us};
-        }
-        engine.ToolCallStarted(r.session, r.blocks, *r.tool_start_us, expected_end);
-      }
-      if (closes[ri]) engine.SessionClosed(r.session, r.blocks, r.t_us);
+      const cachesvc::ServeResult s = driver.Step(ri, target, hit_tiers);
       blocks += r.blocks.size();
       hit_blocks += s.prefix_hits;
       fast_hits += s.hits_from[fastest];

@@ -38,10 +38,10 @@ TierCapacity Capacity(std::uint64_t hbm, std::uint64_t host = 0, std::uint64_t n
 
 // A brute-force LRU over block ids, written from the definition of a request's three steps and
 // nothing else: it hits on the longest prefix of its ids that are cached, each of which becomes
-// the most recent in order (load); each id no tier
-// holds gets a slot, the least recent cached id leaving while the cache and the slots taken would
-// exceed the capacity (reserve; an id finds no slot when nothing cached is left to leave); then
-// each id of the request, in order, still cached or just given a slot, becomes the most recent
+// the most recent in order (load); each id no tier holds gets a slot, the least recent cached id
+// not of this request leaving while the cache and the slots taken would exceed the capacity
+// (reserve; when an id finds no slot, nothing else being left to leave, the request gets none);
+// then each id of the request, in order, still cached or just given a slot, becomes the most recent
 // (commit).
 class ReferenceLru {
  public:
@@ -54,10 +54,20 @@ class ReferenceLru {
       order_.push_front(ids[i]);
     }
     std::set<std::uint64_t> reserved;
+    const std::set<std::uint64_t> own(ids.begin(), ids.end());
     for (std::size_t i = hits; i < ids.size(); ++i) {
       if (Cached(ids[i]) || reserved.count(ids[i]) != 0) continue;
-      while (!order_.empty() && order_.size() + reserved.size() >= capacity_) order_.pop_back();
-      if (order_.size() + reserved.size() < capacity_) reserved.insert(ids[i]);
+      while (order_.size() + reserved.size() >= capacity_) {  // the least recent not its own goes
+        auto victim = std::find_if(order_.rbegin(), order_.rend(),
+                                   [&](std::uint64_t id) { return own.count(id) == 0; });
+        if (victim == order_.rend()) break;
+        order_.erase(std::next(victim).base());
+      }
+      if (order_.size() + reserved.size() >= capacity_) {  // no slot: the request saves nothing
+        reserved.clear();
+        break;
+      }
+      reserved.insert(ids[i]);
     }
     for (auto id : ids) {
       auto it = std::find(order_.begin(), order_.end(), id);
@@ -132,23 +142,29 @@ std::size_t ReferenceBelady(const std::vector<std::vector<std::uint64_t>>& reque
     while (h < requests[r].size() && cache.count(requests[r][h]) != 0) ++h;
     hits += h;
     std::set<std::uint64_t> reserved;
+    const std::set<std::uint64_t> own(requests[r].begin(), requests[r].end());
     for (std::size_t i = h; i < requests[r].size(); ++i) {
       const std::uint64_t id = requests[r][i];
       if (cache.count(id) != 0 || reserved.count(id) != 0) continue;
-      if (!cache.empty() && cache.size() + reserved.size() >= capacity) {
+      if (cache.size() + reserved.size() >= capacity) {  // evict one, not of this request
         std::pair<std::size_t, BlockKey> worst{0, BlockKey{}};
         std::uint64_t victim = 0;
         bool first = true;
         for (auto c : cache) {
+          if (own.count(c) != 0) continue;
           const auto& u = uses[c];
           const auto after = std::upper_bound(u.begin(), u.end(), r);
           const std::size_t next = after == u.end() ? SIZE_MAX : *after;
           const std::pair<std::size_t, BlockKey> rank{next, Key(c)};
           if (first || rank > worst) worst = rank, victim = c, first = false;
         }
-        cache.erase(victim);
+        if (!first) cache.erase(victim);
       }
-      if (cache.size() + reserved.size() < capacity) reserved.insert(id);
+      if (cache.size() + reserved.size() >= capacity) {  // no slot: the request saves nothing
+        reserved.clear();
+        break;
+      }
+      reserved.insert(id);
     }
     cache.insert(reserved.begin(), reserved.end());
   }
@@ -213,18 +229,20 @@ TEST(CacheEngineTest, HbmOnlyDropsWhatItEvicts) {
   EXPECT_EQ(engine.Serve(Keys({2, 3}), 3).prefix_hits, 2u);
 }
 
-TEST(CacheEngineTest, ChainLongerThanTheTierKeepsItsHead) {
+TEST(CacheEngineTest, AChainLongerThanTheTierIsNotSavedAndItsPrefixStays) {
   BlockIndex index;
   auto policy = MakeLruPolicy(false);
-  CacheEngine engine(&index, policy.get(), Capacity(2));
-  const ServeResult r = engine.Serve(Keys({1, 2, 3, 4, 5}), 1);
-  EXPECT_EQ(r.computed, 5u);
-  EXPECT_EQ(r.not_admitted, 3u);
-  EXPECT_EQ(engine.Used(TierKind::kHbm), 2u);
-  EXPECT_TRUE(index.Contains(Key(1)));
-  EXPECT_FALSE(index.Contains(Key(5)));
-  // A block of a request's own chain never makes room for another: the head stays a prefix hit.
-  EXPECT_EQ(engine.Serve(Keys({1, 2, 3, 4, 5}), 2).prefix_hits, 2u);
+  CacheEngine engine(&index, policy.get(), Capacity(3));
+  engine.Serve(Keys({1, 2}), 1);
+  // 1 and 2 hit; 3..6 need four slots, the tier has one besides the prefix's two (which are not
+  // evicted for their own chain), and a request's blocks get all their slots or none (the
+  // daemon's allocation).
+  const ServeResult r = engine.Serve(Keys({1, 2, 3, 4, 5, 6}), 2);
+  EXPECT_EQ(r.prefix_hits, 2u);
+  EXPECT_EQ(r.computed, 4u);
+  EXPECT_EQ(r.not_admitted, 4u);
+  EXPECT_FALSE(index.Contains(Key(3)));
+  EXPECT_EQ(engine.Serve(Keys({1, 2, 3}), 3).prefix_hits, 2u);
 }
 
 // A leased block (a client is reading it) is never a victim, and skipping it changes nothing in
