@@ -854,7 +854,13 @@ void BlockStore::SessionClosed(std::string_view tenant, std::string_view session
   auto it = sessions_.find(SessionName(tenant, session_id));
   if (it == sessions_.end()) return;
   const std::vector<BlockKey> keys = SessionKeys(it->second);
-  engine_->SessionClosed(it->second.policy_id, keys, PolicyNow());
+  // What the closed session leaves: the blocks of its context no other live session's names.
+  std::vector<BlockKey> own;
+  for (const BlockKey& k : keys) {
+    auto refs = session_refs_.find(k);
+    if (refs == session_refs_.end() || refs->second <= 1) own.push_back(k);
+  }
+  engine_->SessionClosed(it->second.policy_id, own, PolicyNow());
   CountSessionRefs(keys, -1);
   sessions_.erase(it);
 }

@@ -316,7 +316,12 @@ class LruPolicy : public ResidencyPolicy {
     RecencyList& list = lists_[kFast];
     for (const BlockKey& key : chain) {  // each goes behind the one before: the tail leaves first
       const RecencyList::Node* n = list.Find(key);
-      if (n == nullptr || n->held || n->shared || n->owner != session) continue;
+      // Blocks another session used stay; so do blocks the closed session did not use, unless
+      // no request told whose they are (a daemon client that saves without a session id: the
+      // store then names only the blocks of no other live session's context).
+      if (n == nullptr || n->held || n->shared || (n->owner != 0 && n->owner != session)) {
+        continue;
+      }
       list.MoveToOldest(key);
     }
   }

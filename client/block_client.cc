@@ -83,7 +83,7 @@ absl::StatusOr<std::size_t> BlockClient::LookupPrefixTokens(std::span<const std:
 
 absl::StatusOr<std::size_t> BlockClient::Save(std::span<const BlockKey> keys,
                                               std::span<const std::span<const std::byte>> payloads,
-                                              v1::Codec codec) {
+                                              v1::Codec codec, std::string_view session_id) {
   if (keys.size() != payloads.size()) {
     return absl::InvalidArgumentError(
         fmt::format("Save: {} keys but {} payloads", keys.size(), payloads.size()));
@@ -92,6 +92,7 @@ absl::StatusOr<std::size_t> BlockClient::Save(std::span<const BlockKey> keys,
   v1::AllocateBlocksRequest alloc;
   alloc.set_engine_id(engine_.engine_id);
   alloc.set_codec(codec);
+  alloc.set_session_id(std::string(session_id));
   for (const BlockKey& k : keys) alloc.add_keys()->set_key(std::string(k.Bytes()));
   v1::AllocateBlocksResponse leases;
   {
@@ -134,7 +135,8 @@ absl::StatusOr<std::size_t> BlockClient::Save(std::span<const BlockKey> keys,
 }
 
 absl::StatusOr<std::size_t> BlockClient::Load(std::span<const BlockKey> keys,
-                                              std::span<const std::span<std::byte>> out) {
+                                              std::span<const std::span<std::byte>> out,
+                                              std::string_view session_id) {
   if (keys.size() != out.size()) {
     return absl::InvalidArgumentError(
         fmt::format("Load: {} keys but {} buffers", keys.size(), out.size()));
@@ -146,6 +148,7 @@ absl::StatusOr<std::size_t> BlockClient::Load(std::span<const BlockKey> keys,
   if (ucx_ == nullptr) return absl::FailedPreconditionError("Load: no data plane (RegisterEngine)");
   v1::LeaseBlocksRequest req;
   req.set_engine_id(engine_.engine_id);
+  req.set_session_id(std::string(session_id));
   for (const BlockKey& k : keys) req.add_keys()->set_key(std::string(k.Bytes()));
   v1::LeaseBlocksResponse leases;
   {

@@ -22,6 +22,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -70,14 +71,18 @@ class BlockClient {
       std::span<const std::uint32_t> tokens);
 
   // Saves `payloads[i]` as block `keys[i]` (each exactly the codec's block length); blocks already
-  // stored are skipped. Returns how many were newly committed.
+  // stored are skipped. Returns how many were newly committed. `keys` is best the request's
+  // whole chain (the stored prefix is skipped), and `session_id` the session it is for: the
+  // daemon's placement keeps a chain in order and knows whose blocks a closed session leaves.
   [[nodiscard]] absl::StatusOr<std::size_t> Save(
       std::span<const BlockKey> keys, std::span<const std::span<const std::byte>> payloads,
-      v1::Codec codec = v1::CODEC_RAW);
+      v1::Codec codec = v1::CODEC_RAW, std::string_view session_id = {});
   // Loads the longest stored prefix of `keys` into `out[i]` (each at least the block length);
-  // returns how many leading blocks arrived whole and matched their checksums.
+  // returns how many leading blocks arrived whole and matched their checksums. `session_id` as
+  // for Save (the same-host data plane does not carry it).
   [[nodiscard]] absl::StatusOr<std::size_t> Load(std::span<const BlockKey> keys,
-                                                 std::span<const std::span<std::byte>> out);
+                                                 std::span<const std::span<std::byte>> out,
+                                                 std::string_view session_id = {});
 
   // The raw RPCs, for tests and tools that need them.
   v1::BlockService::Stub& stub() { return *stub_; }

@@ -71,6 +71,12 @@ class Rpc {
     v1::BeginToolCallResponse resp;
     return sessions_->BeginToolCall(Context().get(), req, &resp);
   }
+  grpc::Status CloseSession(const std::string& session) {
+    v1::CloseSessionRequest req;
+    req.set_session_id(session);
+    v1::CloseSessionResponse resp;
+    return sessions_->CloseSession(Context().get(), req, &resp);
+  }
   grpc::Status SetKnobs(std::vector<std::pair<std::string, std::string>> knobs,
                         v1::SetPolicyResponse* out) {
     v1::SetPolicyRequest req;
@@ -422,6 +428,76 @@ TEST_F(PlacementTest, UnderLruTieredTheWaitingSessionsBlocksLeaveFirst) {
   ASSERT_TRUE(rpc_->BeginToolCall(session, 1500).ok());
   Churn(7);
   EXPECT_EQ(InHost(keys), 0u);
+}
+
+// A closed session's blocks leave before an open session's, older ones included; lru-tiered takes
+// the oldest.
+TEST_F(PlacementTest, AClosedSessionsBlocksLeaveBeforeAnOpenSessions) {
+  for (const std::string policy : {"cachesvc", "lru-tiered"}) {
+    SCOPED_TRACE(policy);
+    ASSERT_NO_FATAL_FAILURE(Start("placement_closed_" + policy, policy));
+    auto [open_session, open_keys] = SessionWithBlocks(1000);  // the least recent
+    auto [closed_session, closed_keys] = SessionWithBlocks(5000);
+    ASSERT_TRUE(rpc_->CloseSession(closed_session).ok());
+    Blocks more(4, 256 << 10, 9);  // host memory is full: four blocks must leave
+    ASSERT_EQ(*client_->Save(more.keys, more.Views()), 4u);
+    if (policy == "cachesvc") {
+      EXPECT_EQ(InHost(open_keys), 8u);
+      EXPECT_EQ(InHost(closed_keys), 4u);
+      // The closed session's chain leaves from its tail.
+      for (std::size_t i = 0; i < 8; ++i) EXPECT_EQ(rpc_->InHost(closed_keys[i]), i < 4) << i;
+    } else {
+      EXPECT_EQ(InHost(open_keys), 4u);
+      EXPECT_EQ(InHost(closed_keys), 8u);
+    }
+    daemon_.reset();
+  }
+}
+
+// One save of a chain: under the agent-aware policy the chain keeps its order, so what must leave
+// is its tail (a prefix hit needs the head); lru-tiered makes the last block the most recent and
+// loses the head first.
+TEST_F(PlacementTest, ASavedChainIsEvictedTailFirst) {
+  for (const std::string policy : {"cachesvc", "lru-tiered"}) {
+    SCOPED_TRACE(policy);
+    ASSERT_NO_FATAL_FAILURE(Start("placement_tail_" + policy, policy));
+    Blocks chain(8, 256 << 10, 3);
+    ASSERT_EQ(*client_->Save(chain.keys, chain.Views(), v1::CODEC_RAW, "s-chain"), 8u);
+    Blocks more(12, 256 << 10, 4);  // 20 blocks into 16 slots: 4 of the chain leave
+    const auto views = more.Views();
+    for (std::size_t i = 0; i < 12; i += 4) {
+      ASSERT_EQ(*client_->Save(std::span(more.keys).subspan(i, 4), std::span(views).subspan(i, 4)),
+                4u);
+    }
+    for (std::size_t i = 0; i < 8; ++i) {
+      EXPECT_EQ(rpc_->InHost(chain.keys[i]), policy == "cachesvc" ? i < 4 : i >= 4) << i;
+    }
+    EXPECT_EQ(*client_->LookupPrefix(chain.keys), 8u) << "demoted to NVMe, still stored";
+    daemon_.reset();
+  }
+}
+
+// A block under a read lease (an engine is reading it) is never the victim, and skipping it does
+// not make it recent: once the lease ends it is the next to leave.
+TEST_F(PlacementTest, ALeasedBlockIsNeverTheVictim) {
+  ASSERT_NO_FATAL_FAILURE(Start("placement_leased", "lru-tiered"));
+  Blocks old(2, 256 << 10, 5);
+  ASSERT_EQ(*client_->Save(old.keys, old.Views()), 2u);
+  v1::LeaseBlocksRequest req;
+  req.set_engine_id(client_->engine().engine_id);
+  for (const BlockKey& k : old.keys) req.add_keys()->set_key(std::string(k.Bytes()));
+  v1::LeaseBlocksResponse leases;
+  ASSERT_TRUE(client_->stub().LeaseBlocks(client_->NewContext().get(), req, &leases).ok());
+  ASSERT_EQ(leases.leases_size(), 2);  // held: not read, not released
+  Churn(11);                           // 2 + 16 blocks into 16 slots: the two oldest are leased
+  EXPECT_EQ(InHost(old.keys), 2u);
+  v1::ReleaseLeasesRequest release;
+  for (const auto& l : leases.leases()) release.add_lease_ids(l.lease_id());
+  v1::ReleaseLeasesResponse released;
+  ASSERT_TRUE(client_->stub().ReleaseLeases(client_->NewContext().get(), release, &released).ok());
+  Blocks one(1, 256 << 10, 12);
+  ASSERT_EQ(*client_->Save(one.keys, one.Views()), 1u);
+  EXPECT_EQ(InHost(old.keys), 1u) << "the least recent of them left first";
 }
 
 TEST_F(PlacementTest, BlocksComeBackFromNvmeBeforeTheExpectedReturn) {
