@@ -60,6 +60,7 @@ absl::StatusOr<std::unique_ptr<BlockStore>> BlockStore::Open(std::vector<tiers::
     for (tiers::Tier* t : store->tiers_) present |= TierBit(t->kind());
     store->engine_ = std::make_unique<CacheEngine>(&store->index_, store->policy_.get(),
                                                    &store->placement_tiers_, present);
+    store->engine_->set_daemon_clients(true);  // clients read and write host memory only
   }
   if (absl::Status st = store->Recover(); !st.ok()) return st;
   return store;
@@ -295,12 +296,14 @@ absl::StatusOr<AllocateResult> BlockStore::Allocate(
                       tenant, host_quota_bytes, used));
     }
   }
+  // Clients write host memory: no spill to NVMe. Blocks past the first that found no room get no
+  // lease (the client saves the head of its chain).
   auto slots = engine_->Reserve(*chain, fresh.size(), length, PolicyNow(), session);
   if (!slots.ok()) return slots.status();
-  for (std::size_t n = 0; n < fresh.size(); ++n) {
+  for (std::size_t n = 0; n < slots->size(); ++n) {
     const std::size_t i = fresh[n];
     const BlockKey& internal = (*chain)[i];
-    const TierCopy* slot = &(*slots)[n];
+    const TierCopy* slot = &(*slots)[n].copy;
     LeaseRecord rec;
     rec.tenant = owner;
     rec.write = true;
@@ -412,7 +415,8 @@ absl::StatusOr<std::vector<BlockKey>> BlockStore::Commit(std::string_view tenant
     }
     CacheEngine::NewBlock block;
     block.key = lease.internal;
-    block.copy = TierCopy::Of(lease.slot, lease.length, lease.codec);
+    block.slot =
+        CacheEngine::Slot{TierKind::kHost, TierCopy::Of(lease.slot, lease.length, lease.codec)};
     block.entry.layout_fingerprint = lease.layout_fingerprint;
     block.entry.raw_bytes = static_cast<std::uint32_t>(lease.raw_bytes);
     block.entry.last_access_us = env_->NowMicros();

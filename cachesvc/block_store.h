@@ -201,11 +201,12 @@ class BlockStore final : public UcxBlockHandler {
   [[nodiscard]] absl::Status Release(std::string_view tenant,
                                      std::span<const std::uint64_t> lease_ids);
   // Write leases for the keys not stored yet, each `length` bytes of `codec` for layout
-  // `layout_fingerprint` (`raw_bytes` decoded). RESOURCE_EXHAUSTED when the host tier cannot
-  // make room or `tenant` is over its host quota (`host_quota_bytes`, 0 = none). `keys` is the
-  // request's chain in order (stored blocks are named in already_stored): the committed blocks
-  // enter the policy's order behind the stored ones (CacheEngine's commit step); `session_id` as
-  // for Lease.
+  // `layout_fingerprint` (`raw_bytes` decoded), in chain order, for as many as the host tier can
+  // take (the rest of the chain gets no lease); RESOURCE_EXHAUSTED when it can take none, or
+  // `tenant` would be over its host quota (`host_quota_bytes`, 0 = none) with all of them. `keys`
+  // is the request's chain in order (stored blocks are named in already_stored): the committed
+  // blocks enter the policy's order behind the stored ones (CacheEngine's commit step);
+  // `session_id` as for Lease.
   [[nodiscard]] absl::StatusOr<AllocateResult> Allocate(
       std::string_view tenant, std::string_view salt, std::span<const BlockKey> keys,
       kernels::CodecId codec, std::uint64_t length, std::uint64_t raw_bytes,

@@ -116,8 +116,14 @@ LoadResult CacheEngine::Load(std::span<const BlockKey> chain, std::int64_t now_u
     if ((held & TierBit(fastest_)) != 0) {
       policy_->Touched(key, fastest_, now_us);
     } else if (absl::Status st = Promote(key, held, now_us); !st.ok()) {
-      r.failed = st;
-      break;
+      // Not brought up: a miss where the reader needs the fastest tier (the daemon's clients read
+      // host memory), else a hit served from the tier that holds it (an engine copies it into
+      // its own memory). A copy that failed its checksum is a miss either way.
+      if (load_needs_fastest_ || !absl::IsResourceExhausted(st)) {
+        r.failed = st;
+        break;
+      }
+      ++stats_.not_promoted;
     } else {
       ++stats_.promoted;
     }
@@ -135,30 +141,33 @@ LoadResult CacheEngine::Load(std::span<const BlockKey> chain, std::int64_t now_u
   return r;
 }
 
-absl::StatusOr<std::vector<TierCopy>> CacheEngine::Reserve(std::span<const BlockKey> chain,
-                                                           std::size_t count, std::uint64_t bytes,
-                                                           std::int64_t now_us,
-                                                           std::uint64_t session) {
+absl::StatusOr<std::vector<CacheEngine::Slot>> CacheEngine::Reserve(
+    std::span<const BlockKey> chain, std::size_t count, std::uint64_t bytes, std::int64_t now_us,
+    std::uint64_t session, TierMask spill) {
   if (present_ == 0) return absl::FailedPreconditionError("no tiers");
   policy_->BeginRequest(session, chain, now_us, RequestStep::kReserve);
   for (const BlockKey& k : chain) Hold(k);
-  std::vector<TierCopy> slots;
+  std::vector<Slot> slots;
   slots.reserve(count);
   absl::Status failed;
   while (slots.size() < count) {
-    auto slot = MakeRoom(fastest_, bytes, now_us, 0);
+    TierKind tier = fastest_;
+    auto slot = MakeRoom(tier, bytes, now_us, 0);
+    for (TierKind t : kFastestFirst) {  // the fastest has no room: the next one that may take it
+      if (slot.ok()) break;
+      if (Index(t) <= Index(fastest_) || (spill & present_ & TierBit(t)) == 0) continue;
+      tier = t;
+      slot = MakeRoom(tier, bytes, now_us, 0);
+    }
     if (!slot.ok()) {
       failed = slot.status();
       break;
     }
-    slots.push_back(*slot);
+    slots.push_back(Slot{tier, *slot});
   }
   for (const BlockKey& k : chain) Unhold(k);
   policy_->EndRequest(now_us);
-  if (!failed.ok()) {
-    for (const TierCopy& s : slots) Release(s);
-    return failed;
-  }
+  if (slots.empty() && count > 0) return failed;
   return slots;
 }
 
@@ -168,7 +177,7 @@ void CacheEngine::Commit(std::span<const BlockKey> chain, std::span<const NewBlo
   std::size_t next = 0;  // blocks are in chain order; any not in `chain` go last
   for (const BlockKey& key : chain) {
     if (next < blocks.size() && blocks[next].key == key) {
-      Insert(key, fastest_, blocks[next].copy, blocks[next].entry, now_us);
+      Insert(key, blocks[next].slot.tier, blocks[next].slot.copy, blocks[next].entry, now_us);
       ++next;
       continue;
     }
@@ -181,7 +190,8 @@ void CacheEngine::Commit(std::span<const BlockKey> chain, std::span<const NewBlo
     }
   }
   for (; next < blocks.size(); ++next) {
-    Insert(blocks[next].key, fastest_, blocks[next].copy, blocks[next].entry, now_us);
+    Insert(blocks[next].key, blocks[next].slot.tier, blocks[next].slot.copy, blocks[next].entry,
+           now_us);
   }
   policy_->EndRequest(now_us);
 }
@@ -203,20 +213,18 @@ ServeResult CacheEngine::Serve(std::span<const BlockKey> chain, std::int64_t now
   for (std::size_t i = r.prefix_hits; i < chain.size(); ++i) {
     if ((index_->Tiers(chain[i]) & present_) != 0) continue;  // stored (after a gap)
     if (!fresh_keys_.insert(chain[i]).second) continue;       // the chain repeats a block
-    NewBlock b{chain[i], TierCopy{}, BlockEntry{}};
+    NewBlock b{chain[i], Slot{}, BlockEntry{}};
     b.entry.last_access_us = now_us;
     fresh_.push_back(b);
   }
   if (!fresh_.empty()) {
-    auto slots = Reserve(chain, fresh_.size(), block_bytes, now_us, session);
-    if (!slots.ok()) {  // as the daemon's allocation: all of the request's blocks or none
-      r.not_admitted = static_cast<std::uint32_t>(fresh_.size());
-      fresh_.clear();
-    } else {
-      for (std::size_t i = 0; i < fresh_.size(); ++i) {
-        fresh_[i].copy = (*slots)[i];
-        fresh_[i].copy.stored_bytes = static_cast<std::uint32_t>(block_bytes);
-      }
+    auto slots = Reserve(chain, fresh_.size(), block_bytes, now_us, session, serve_spill_);
+    const std::size_t got = slots.ok() ? slots->size() : 0;
+    r.not_admitted = static_cast<std::uint32_t>(fresh_.size() - got);
+    fresh_.resize(got);
+    for (std::size_t i = 0; i < got; ++i) {
+      fresh_[i].slot = (*slots)[i];
+      fresh_[i].slot.copy.stored_bytes = static_cast<std::uint32_t>(block_bytes);
     }
   }
   Commit(chain, fresh_, now_us, session);

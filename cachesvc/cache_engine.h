@@ -8,10 +8,13 @@
 //      (BlockIndex::LongestCachedPrefix) is the hit; each of its blocks is made resident in the
 //      fastest tier (touched there, or copied up from the fastest tier holding it). A block that
 //      cannot be brought up ends the prefix there (a failed load is a miss).
-//   2. Reserve: a slot in the fastest tier for each block of the chain no tier holds (the engine
-//      computed them), evicting as the policy says. The daemon does this when a client allocates
-//      (write leases); the slots are the block's from then on. An allocation gets all its slots
-//      or none (RESOURCE_EXHAUSTED), and never evicts its own chain's blocks to make room.
+//   2. Reserve: a slot for each block of the chain no tier holds (the engine computed them), in
+//      chain order, in the fastest tier, evicting as the policy says (never the request's own
+//      chain: its blocks are in use), or, when the fastest tier cannot make room, in the next
+//      tier that may take new blocks (the replay: every tier; the daemon: host memory only, which
+//      its clients write). The first block no tier can take ends the reservation: the rest of
+//      the chain is not saved. The daemon reserves when a client allocates (write leases); the
+//      slots are the blocks' from then on.
 //   3. Commit: the reserved blocks enter the index; the chain's blocks are told to the policy in
 //      chain order, so a chain leaves its tier tail first.
 // Serve() is the three steps back to back, as the replay (and a daemon whose client saves at
@@ -121,8 +124,9 @@ struct EngineStats {
   std::array<std::uint64_t, kTierKinds> demoted_from{};  // evictions that moved a block down
   std::array<std::uint64_t, kTierKinds> dropped_from{};  // evictions that dropped a block
   std::array<std::uint64_t, kTierKinds> admitted_to{};   // copies that entered a tier
-  std::uint64_t promoted = 0;    // copied up into the fastest tier for a load
-  std::uint64_t prefetched = 0;  // copied up ahead of a request
+  std::uint64_t promoted = 0;      // copied up into the fastest tier for a load
+  std::uint64_t not_promoted = 0;  // prefix hits served from a slower tier with no room above
+  std::uint64_t prefetched = 0;    // copied up ahead of a request
 };
 
 // What Load found.
@@ -150,22 +154,37 @@ class CacheEngine {
   // prefix was found in.
   LoadResult Load(std::span<const BlockKey> chain, std::int64_t now_us, std::uint64_t session = 0,
                   std::span<std::uint8_t> hit_tiers = {});
-  // Step 2: `count` slots of `bytes` in the fastest tier for the chain's computed blocks, all or
-  // none (RESOURCE_EXHAUSTED: no room could be made; the blocks evicted trying stay evicted).
-  // The chain's own stored blocks are not victims. Hand the slots to Commit, or back with
-  // Release.
-  [[nodiscard]] absl::StatusOr<std::vector<TierCopy>> Reserve(std::span<const BlockKey> chain,
-                                                              std::size_t count,
-                                                              std::uint64_t bytes,
-                                                              std::int64_t now_us,
-                                                              std::uint64_t session = 0);
-  void Release(const TierCopy& slot) { tiers_->Free(fastest_, slot); }
+  // Step 2: up to `count` slots of `bytes` for the chain's computed blocks, in chain order, each
+  // in the fastest tier or, failing that, in the fastest tier of `spill` below it (0: none);
+  // fewer than `count` when a block found no room (the rest are not saved), RESOURCE_EXHAUSTED
+  // when none did. Hand the slots to Commit, or back with Release.
+  struct Slot {
+    tiers::TierKind tier = tiers::TierKind::kHost;
+    TierCopy copy;
+  };
+  [[nodiscard]] absl::StatusOr<std::vector<Slot>> Reserve(std::span<const BlockKey> chain,
+                                                          std::size_t count, std::uint64_t bytes,
+                                                          std::int64_t now_us,
+                                                          std::uint64_t session = 0,
+                                                          TierMask spill = 0);
+  void Release(const Slot& slot) { tiers_->Free(slot.tier, slot.copy); }
+  // How the reader of the blocks uses the tiers. An engine (the replay's default) copies a hit
+  // from whichever tier holds it into its own memory, and saves into any tier: a prefix block
+  // the fastest tier has no room for is still a hit, and Serve's computed blocks may go to a
+  // slower tier. The daemon's clients read and write host memory only (its fastest tier): Load
+  // stops at a block it cannot bring up, and its allocations do not spill. daemon_clients()
+  // makes Load and Serve behave as for the daemon's store (which sets it when it opens; the
+  // equivalence test sets it on the replay's engine).
+  void set_daemon_clients(bool on) {
+    load_needs_fastest_ = on;
+    serve_spill_ = on ? 0 : kAllTiers;
+  }
   // Step 3: `blocks` (each with its reserved slot, stored_bytes and codec set, and the
-  // block-wide fields of its entry) enter the fastest tier; the other blocks of `chain` that the
-  // fastest tier holds are touched, all in chain order.
+  // block-wide fields of its entry) enter their tiers; the chain's stored blocks are touched in
+  // the fastest tier holding them, all in chain order.
   struct NewBlock {
     BlockKey key;
-    TierCopy copy;
+    Slot slot;
     BlockEntry entry;
   };
   void Commit(std::span<const BlockKey> chain, std::span<const NewBlock> blocks,
@@ -250,6 +269,8 @@ class CacheEngine {
   PlacementTiers* tiers_;
   bool exclusive_ = false;
   TierMask present_ = 0;
+  TierMask serve_spill_ = kAllTiers;
+  bool load_needs_fastest_ = false;
   tiers::TierKind fastest_ = tiers::TierKind::kHbm;
   std::array<std::uint64_t, kTierKinds> used_{};
   std::vector<TierMask> masks_;  // Load's scratch: the prefix blocks' tiers

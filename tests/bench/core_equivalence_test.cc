@@ -185,6 +185,7 @@ TEST_P(CoreEquivalenceTest, DaemonStoreAndReplayMakeTheSameDecisions) {
                             SimulatedTiers::Geometry{kHostBlocks * kBlockBytes, kBlockBytes},
                             SimulatedTiers::Geometry{kNvmeBlocks * kBlockBytes, kBlockBytes}});
   CacheEngine engine(&index, policy->get(), &simulated, simulated.Present());
+  engine.set_daemon_clients(true);  // as the store: its clients read and write host memory
   std::vector<Eviction> engine_evictions;
   engine.SetEvictionObserver([&](const BlockKey& k, TierKind from, bool moved) {
     engine_evictions.push_back({k, from, moved});

@@ -40,8 +40,8 @@ TierCapacity Capacity(std::uint64_t hbm, std::uint64_t host = 0, std::uint64_t n
 // nothing else: it hits on the longest prefix of its ids that are cached, each of which becomes
 // the most recent in order (load); each id no tier holds gets a slot, the least recent cached id
 // not of this request leaving while the cache and the slots taken would exceed the capacity
-// (reserve; when an id finds no slot, nothing else being left to leave, the request gets none);
-// then each id of the request, in order, still cached or just given a slot, becomes the most recent
+// (reserve; the first id that finds no slot, nothing else being left to leave, ends it); then
+// each id of the request, in order, still cached or just given a slot, becomes the most recent
 // (commit).
 class ReferenceLru {
  public:
@@ -63,10 +63,7 @@ class ReferenceLru {
         if (victim == order_.rend()) break;
         order_.erase(std::next(victim).base());
       }
-      if (order_.size() + reserved.size() >= capacity_) {  // no slot: the request saves nothing
-        reserved.clear();
-        break;
-      }
+      if (order_.size() + reserved.size() >= capacity_) break;  // no slot: the rest is not saved
       reserved.insert(ids[i]);
     }
     for (auto id : ids) {
@@ -160,10 +157,7 @@ std::size_t ReferenceBelady(const std::vector<std::vector<std::uint64_t>>& reque
         }
         if (!first) cache.erase(victim);
       }
-      if (cache.size() + reserved.size() >= capacity) {  // no slot: the request saves nothing
-        reserved.clear();
-        break;
-      }
+      if (cache.size() + reserved.size() >= capacity) break;  // no slot: the rest is not saved
       reserved.insert(id);
     }
     cache.insert(reserved.begin(), reserved.end());
@@ -229,20 +223,33 @@ TEST(CacheEngineTest, HbmOnlyDropsWhatItEvicts) {
   EXPECT_EQ(engine.Serve(Keys({2, 3}), 3).prefix_hits, 2u);
 }
 
-TEST(CacheEngineTest, AChainLongerThanTheTierIsNotSavedAndItsPrefixStays) {
+TEST(CacheEngineTest, AChainLongerThanTheTierSavesItsHead) {
   BlockIndex index;
   auto policy = MakeLruPolicy(false);
   CacheEngine engine(&index, policy.get(), Capacity(3));
   engine.Serve(Keys({1, 2}), 1);
   // 1 and 2 hit; 3..6 need four slots, the tier has one besides the prefix's two (which are not
-  // evicted for their own chain), and a request's blocks get all their slots or none (the
-  // daemon's allocation).
+  // evicted for their own chain): 3 is saved, the rest is not.
   const ServeResult r = engine.Serve(Keys({1, 2, 3, 4, 5, 6}), 2);
   EXPECT_EQ(r.prefix_hits, 2u);
   EXPECT_EQ(r.computed, 4u);
-  EXPECT_EQ(r.not_admitted, 4u);
-  EXPECT_FALSE(index.Contains(Key(3)));
-  EXPECT_EQ(engine.Serve(Keys({1, 2, 3}), 3).prefix_hits, 2u);
+  EXPECT_EQ(r.not_admitted, 3u);
+  EXPECT_TRUE(index.Contains(Key(3)));
+  EXPECT_FALSE(index.Contains(Key(4)));
+  EXPECT_EQ(engine.Serve(Keys({1, 2, 3, 4}), 3).prefix_hits, 3u);
+}
+
+// What the fastest tier cannot take goes to the next tier down, so a chain longer than HBM is
+// still cached whole.
+TEST(CacheEngineTest, WhatTheFastestTierCannotTakeGoesBelow) {
+  BlockIndex index;
+  auto policy = MakeLruPolicy(/*cascade=*/true);
+  CacheEngine engine(&index, policy.get(), Capacity(2, 10));
+  const ServeResult r = engine.Serve(Keys({1, 2, 3, 4, 5}), 1);
+  EXPECT_EQ(r.not_admitted, 0u);
+  for (std::uint64_t k : {1, 2}) EXPECT_TRUE(index.Get(Key(k))->In(TierKind::kHbm)) << k;
+  for (std::uint64_t k : {3, 4, 5}) EXPECT_TRUE(index.Get(Key(k))->In(TierKind::kHost)) << k;
+  EXPECT_EQ(engine.Serve(Keys({1, 2, 3, 4, 5}), 2).prefix_hits, 5u);
 }
 
 // A leased block (a client is reading it) is never a victim, and skipping it changes nothing in

@@ -1,5 +1,7 @@
 #include "tests/support/daemon.h"
 
+#include <gtest/gtest.h>
+
 #include <chrono>
 #include <sstream>
 
@@ -14,6 +16,19 @@ RunningDaemon::RunningDaemon(std::vector<std::string> argv, std::map<std::string
     address_ = line->substr(at, line->find(' ', at) - at);
     const auto m = line->find("metrics ");
     if (m != std::string::npos) metrics_ = line->substr(m + 8, line->find(')', m) - m - 8);
+  }
+}
+
+RunningDaemon::~RunningDaemon() {
+  process_->ReadAvailable();
+  const std::string& out = process_->output();
+  for (const char* report : {"WARNING: ThreadSanitizer", "ERROR: AddressSanitizer",
+                             "ERROR: LeakSanitizer", "runtime error: "}) {
+    if (const auto at = out.find(report); at != std::string::npos) {
+      ADD_FAILURE() << "the daemon printed a sanitizer report:\n"
+                    << out.substr(at > 2000 ? at - 2000 : 0, 8000);
+      return;
+    }
   }
 }
 

@@ -19,6 +19,12 @@ class RunningDaemon {
   // `env` is added to the child's environment.
   explicit RunningDaemon(std::vector<std::string> argv,
                          std::map<std::string, std::string> env = {});
+  // Fails the running test when the daemon printed a sanitizer report (a data race, a heap
+  // error, undefined behaviour): under the sanitizer presets the daemon is instrumented too, and
+  // its reports go to its own output, which nothing else reads.
+  ~RunningDaemon();
+  RunningDaemon(const RunningDaemon&) = delete;
+  RunningDaemon& operator=(const RunningDaemon&) = delete;
 
   const std::string& address() const { return address_; }
   const std::string& metrics_address() const { return metrics_; }

@@ -41,6 +41,11 @@ class Subprocess {
 
   // Everything printed so far (stdout and stderr interleaved).
   const std::string& output() const { return output_; }
+  // Reads whatever the child has printed and not been read yet, without waiting.
+  void ReadAvailable() {
+    while (Pump(std::chrono::milliseconds(0)) > 0) {
+    }
+  }
 
  private:
   // Reads what is available, waiting at most `timeout`; returns the bytes read (0 at end of
