@@ -31,7 +31,12 @@ BlockKey TenantBlockKey(std::string_view tenant_salt, const BlockKey& key) {
 
 BlockStore::~BlockStore() {
   MutexLock lock(&mu_);
-  for (auto& [id, lease] : leases_) {
+  // EndLease erases from leases_: collect the ids first.
+  std::vector<std::uint64_t> ids;
+  ids.reserve(leases_.size());
+  for (const auto& [id, lease] : leases_) ids.push_back(id);
+  for (std::uint64_t id : ids) {
+    LeaseRecord& lease = leases_.find(id)->second;
     lease.transfers = 0;
     EndLease(id, lease);
   }

@@ -13,7 +13,11 @@ absl::StatusOr<TierCopy> BlockStore::Placement::Reserve(TierKind tier, std::uint
   store_->mu_.AssertHeld();
   tiers::Tier* t = store_->TierOf(tier);
   if (t == nullptr) return absl::FailedPreconditionError("no such tier");
-  auto slot = t->Allocate(bytes);
+  // A slot may become a write lease's: the tier must not reclaim it before the store ends the
+  // lease (at lease_timeout, or once a transfer still running then finishes; the data planes
+  // time transfers out within seconds).
+  const auto ttl = 2 * store_->placement_.lease_timeout + std::chrono::minutes(1);
+  auto slot = t->Allocate(bytes, ttl);
   if (!slot.ok()) return slot.status();
   return TierCopy::Of(*slot, 0, kernels::CodecId::kRaw);
 }

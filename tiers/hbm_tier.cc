@@ -58,7 +58,9 @@ HbmTier::HbmTier(const HbmTierOptions& options, Env* env, std::byte* arena)
 
 HbmTier::~HbmTier() { CudaFreeOnDevice(options_.device, arena_); }
 
-absl::StatusOr<SlotId> HbmTier::Allocate(std::uint64_t bytes) { return table_.Allocate(bytes); }
+absl::StatusOr<SlotId> HbmTier::Allocate(std::uint64_t bytes, std::chrono::milliseconds ttl) {
+  return table_.Allocate(bytes, ttl);
+}
 
 absl::Status HbmTier::Write(SlotId slot, const BlockMeta& meta,
                             std::span<const std::byte> payload) {

@@ -187,7 +187,9 @@ HostTier::~HostTier() {
   if (shared_fd_ >= 0) ::close(shared_fd_);
 }
 
-absl::StatusOr<SlotId> HostTier::Allocate(std::uint64_t bytes) { return table_.Allocate(bytes); }
+absl::StatusOr<SlotId> HostTier::Allocate(std::uint64_t bytes, std::chrono::milliseconds ttl) {
+  return table_.Allocate(bytes, ttl);
+}
 
 absl::Status HostTier::Write(SlotId slot, const BlockMeta& meta,
                              std::span<const std::byte> payload) {

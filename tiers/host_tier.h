@@ -68,7 +68,8 @@ class HostTier final : public Tier {
 
   [[nodiscard]] const std::string& name() const override { return options_.name; }
   [[nodiscard]] TierKind kind() const override { return TierKind::kHost; }
-  [[nodiscard]] absl::StatusOr<SlotId> Allocate(std::uint64_t bytes) override;
+  [[nodiscard]] absl::StatusOr<SlotId> Allocate(
+      std::uint64_t bytes, std::chrono::milliseconds ttl = std::chrono::milliseconds(0)) override;
   [[nodiscard]] absl::Status Write(SlotId slot, const BlockMeta& meta,
                                    std::span<const std::byte> payload) override;
   [[nodiscard]] absl::StatusOr<BlockInfo> Read(SlotId slot, std::span<std::byte> out) override;

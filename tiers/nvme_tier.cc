@@ -542,7 +542,9 @@ std::vector<IndexEntry> NvmeTier::Blocks() const {
   return out;
 }
 
-absl::StatusOr<SlotId> NvmeTier::Allocate(std::uint64_t bytes) { return table_.Allocate(bytes); }
+absl::StatusOr<SlotId> NvmeTier::Allocate(std::uint64_t bytes, std::chrono::milliseconds ttl) {
+  return table_.Allocate(bytes, ttl);
+}
 
 absl::Status NvmeTier::Write(SlotId slot, const BlockMeta& meta,
                              std::span<const std::byte> payload) {

@@ -47,8 +47,9 @@ absl::StatusOr<const SlotTable::Slot*> SlotTable::FindConst(SlotId slot) const {
 
 void SlotTable::ArmAllocationDeadline(Slot* slot) {
   slot->alloc_seq = next_alloc_seq_++;
-  deadlines_.push(
-      Deadline{env_->Now() + options_.allocation_ttl, false, slot->id.offset, slot->alloc_seq});
+  const std::chrono::milliseconds ttl =
+      slot->alloc_ttl.count() > 0 ? slot->alloc_ttl : options_.allocation_ttl;
+  deadlines_.push(Deadline{env_->Now() + ttl, false, slot->id.offset, slot->alloc_seq});
 }
 
 void SlotTable::MaybeRelease(Slot* slot) {
@@ -92,7 +93,7 @@ std::size_t SlotTable::ExpireLocked() {
   return ended;
 }
 
-absl::StatusOr<SlotId> SlotTable::Allocate(std::uint64_t bytes) {
+absl::StatusOr<SlotId> SlotTable::Allocate(std::uint64_t bytes, std::chrono::milliseconds ttl) {
   MutexLock lock(&mu_);
   ExpireLocked();
   absl::StatusOr<SlotId> id = allocator_.Allocate(bytes);
@@ -100,6 +101,7 @@ absl::StatusOr<SlotId> SlotTable::Allocate(std::uint64_t bytes) {
   Slot& slot = slots_[id->offset];
   slot = Slot{};
   slot.id = *id;
+  slot.alloc_ttl = std::max(ttl, std::chrono::milliseconds(0));
   ArmAllocationDeadline(&slot);
   return *id;
 }

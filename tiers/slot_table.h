@@ -47,7 +47,9 @@ class SlotTable {
   SlotTable(std::string name, TierKind kind, const SlotAllocatorOptions& allocator,
             const SlotTableOptions& options, Env* env);
 
-  [[nodiscard]] absl::StatusOr<SlotId> Allocate(std::uint64_t bytes);
+  // `ttl`: how long the slot may stay unwritten before it is reclaimed (0: allocation_ttl).
+  [[nodiscard]] absl::StatusOr<SlotId> Allocate(
+      std::uint64_t bytes, std::chrono::milliseconds ttl = std::chrono::milliseconds(0));
 
   // Reserves `slot` for a write of `stored_bytes` and returns the write's generation. The block
   // the slot held before (if any) is reported in `*replaced` so that an index can drop it.
@@ -96,7 +98,8 @@ class SlotTable {
     bool free_pending = false;
     std::uint32_t leases = 0;
     std::uint32_t reads = 0;
-    std::uint64_t alloc_seq = 0;  // matches the deadline entry of this allocation
+    std::uint64_t alloc_seq = 0;             // matches the deadline entry of this allocation
+    std::chrono::milliseconds alloc_ttl{0};  // this allocation's ttl (0: allocation_ttl)
     BlockInfo info;
   };
   struct Lease {

@@ -114,8 +114,10 @@ class Tier {
 
   // A slot of the smallest size class holding `bytes`. INVALID_ARGUMENT for 0 or more than the
   // largest class; RESOURCE_EXHAUSTED (tier name, free bytes) when no slot of that class is free.
-  // The slot is reclaimed if not written within the tier's allocation ttl.
-  [[nodiscard]] virtual absl::StatusOr<SlotId> Allocate(std::uint64_t bytes) = 0;
+  // The slot is reclaimed if not written within `ttl` (0: the tier's allocation ttl); whoever
+  // hands the slot to a writer for longer (a write lease) passes a ttl that outlives it.
+  [[nodiscard]] virtual absl::StatusOr<SlotId> Allocate(
+      std::uint64_t bytes, std::chrono::milliseconds ttl = std::chrono::milliseconds(0)) = 0;
 
   // Stores `payload` and `meta` in `slot`, replacing what was there. The block is readable (and,
   // for NVMe, durable and indexed) when this returns OK; on error the slot holds no block.

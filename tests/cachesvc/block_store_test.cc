@@ -133,3 +133,58 @@ TEST_F(BlockStoreEnvTest, LeaseTimeoutChangesApplyToNewLeasesOnly) {
 
 }  // namespace
 }  // namespace cachesvc
+
+namespace cachesvc {
+namespace {
+
+// A write lease longer than the tier's own allocation ttl (30 s here): the tier must not reclaim
+// the slot under the lease and hand it to another tenant, whose block the late write would then
+// overwrite.
+TEST(BlockStoreLeaseTest, ALateWriteNeverLandsInAnotherTenantsBlock) {
+  ManualEnv env;
+  tiers::HostTierOptions o;
+  o.capacity_bytes = 1 << 20;
+  o.min_slot_bytes = kBytes;
+  o.max_slot_bytes = 1 << 20;
+  o.prefault = false;
+  ASSERT_EQ(o.slots.allocation_ttl, std::chrono::seconds(30));
+  auto host = tiers::HostTier::Create(o, &env);
+  ASSERT_TRUE(host.ok()) << host.status();
+  PlacementPolicy placement;
+  placement.lease_timeout = 60s;
+  auto store = BlockStore::Open({host->get()}, placement, &env);
+  ASSERT_TRUE(store.ok()) << store.status();
+
+  const BlockKey a = Key(1), b = Key(2);
+  auto late = (*store)->Allocate("t1", "salt1", std::span(&a, 1), kernels::CodecId::kRaw, kBytes,
+                                 kBytes, 7);
+  ASSERT_TRUE(late.ok() && late->leases.size() == 1);
+  env.Advance(31s);  // past the tier's allocation ttl, within the lease
+  EXPECT_EQ((*store)->ExpireLeases(), 0u);
+
+  // Another tenant saves a block.
+  auto other = (*store)->Allocate("t2", "salt2", std::span(&b, 1), kernels::CodecId::kRaw, kBytes,
+                                  kBytes, 7);
+  ASSERT_TRUE(other.ok() && other->leases.size() == 1);
+  std::vector<std::byte> payload(kBytes, std::byte{0x22});
+  auto grant = (*store)->BeginWrite(other->leases[0].lease_id, kBytes);
+  ASSERT_TRUE(grant.ok()) << grant.status();
+  std::memcpy(grant->data, payload.data(), kBytes);
+  (*store)->EndWrite(other->leases[0].lease_id, absl::OkStatus());
+  const CommitRequest c{other->leases[0].lease_id, kBytes, XXH3_64bits(payload.data(), kBytes)};
+  ASSERT_TRUE((*store)->Commit("t2", std::span(&c, 1)).ok());
+
+  // The first tenant's late write goes to its own slot (or is refused), never into t2's block.
+  if (auto g = (*store)->BeginWrite(late->leases[0].lease_id, kBytes); g.ok()) {
+    std::memset(g->data, 0x11, kBytes);
+    (*store)->EndWrite(late->leases[0].lease_id, absl::OkStatus());
+  }
+  auto read = (*store)->Lease("t2", "salt2", std::span(&b, 1), /*one_read=*/false);
+  ASSERT_TRUE(read.ok() && read->size() == 1);
+  EXPECT_EQ(std::memcmp(reinterpret_cast<const void*>((*read)[0].address), payload.data(), kBytes),
+            0)
+      << "another tenant's write landed in this block";
+}
+
+}  // namespace
+}  // namespace cachesvc
