@@ -261,9 +261,9 @@ TEST_P(CoreEquivalenceTest, DaemonStoreAndReplayMakeTheSameDecisions) {
 INSTANTIATE_TEST_SUITE_P(Traces, CoreEquivalenceTest,
                          ::testing::Combine(::testing::Values("mooncake", "agent"),
                                             ::testing::Values("lru-tiered", "ttl-pin", "cachesvc")),
-                         [](const auto& info) {
+                         [](const auto& test) {
                            std::string name =
-                               std::get<0>(info.param) + "_" + std::get<1>(info.param);
+                               std::get<0>(test.param) + "_" + std::get<1>(test.param);
                            for (char& c : name) {
                              if (c == '-') c = '_';
                            }
