@@ -126,6 +126,7 @@ LoadResult CacheEngine::Load(std::span<const BlockKey> chain, std::int64_t now_u
       ++stats_.not_promoted;
     } else {
       ++stats_.promoted;
+      masks_[i] |= TierBit(fastest_);
     }
     for (TierKind t : kFastestFirst) {
       if ((held & TierBit(t)) != 0) {
@@ -173,15 +174,22 @@ absl::StatusOr<std::vector<CacheEngine::Slot>> CacheEngine::Reserve(
 
 void CacheEngine::Commit(std::span<const BlockKey> chain, std::span<const NewBlock> blocks,
                          std::int64_t now_us, std::uint64_t session) {
+  CommitKnown(chain, blocks, now_us, session, {});
+}
+
+void CacheEngine::CommitKnown(std::span<const BlockKey> chain, std::span<const NewBlock> blocks,
+                              std::int64_t now_us, std::uint64_t session,
+                              std::span<const TierMask> held_tiers) {
   policy_->BeginRequest(session, chain, now_us, RequestStep::kCommit);
   std::size_t next = 0;  // blocks are in chain order; any not in `chain` go last
-  for (const BlockKey& key : chain) {
+  for (std::size_t i = 0; i < chain.size(); ++i) {
+    const BlockKey& key = chain[i];
     if (next < blocks.size() && blocks[next].key == key) {
       Insert(key, blocks[next].slot.tier, blocks[next].slot.copy, blocks[next].entry, now_us);
       ++next;
       continue;
     }
-    const TierMask held = index_->Tiers(key) & present_;
+    const TierMask held = (i < held_tiers.size() ? held_tiers[i] : index_->Tiers(key)) & present_;
     for (TierKind t : kFastestFirst) {
       if ((held & TierBit(t)) != 0) {
         policy_->Touched(key, t, now_us);
@@ -210,9 +218,13 @@ ServeResult CacheEngine::Serve(std::span<const BlockKey> chain, std::int64_t now
   }
   fresh_.clear();
   fresh_keys_.clear();
+  // Where each block of the chain is, for the commit: the chain's blocks are not victims while
+  // the slots are reserved, so this holds until then.
+  masks_.resize(chain.size());
   for (std::size_t i = r.prefix_hits; i < chain.size(); ++i) {
-    if ((index_->Tiers(chain[i]) & present_) != 0) continue;  // stored (after a gap)
-    if (!fresh_keys_.insert(chain[i]).second) continue;       // the chain repeats a block
+    masks_[i] = index_->Tiers(chain[i]) & present_;
+    if (masks_[i] != 0) continue;                        // stored (after a gap)
+    if (!fresh_keys_.insert(chain[i]).second) continue;  // the chain repeats a block
     NewBlock b{chain[i], Slot{}, BlockEntry{}};
     b.entry.last_access_us = now_us;
     fresh_.push_back(b);
@@ -227,7 +239,7 @@ ServeResult CacheEngine::Serve(std::span<const BlockKey> chain, std::int64_t now
       fresh_[i].slot.copy.stored_bytes = static_cast<std::uint32_t>(block_bytes);
     }
   }
-  Commit(chain, fresh_, now_us, session);
+  CommitKnown(chain, fresh_, now_us, session, masks_);
   return r;
 }
 

@@ -260,6 +260,10 @@ class CacheEngine {
   // `held`: the tiers that held it before.
   void DropSlowerCopies(const BlockKey& key, TierMask held);
   bool Evictable(const BlockKey& key) const;
+  // Commit, with the tiers each block of the chain is in already known (Serve knows them).
+  void CommitKnown(std::span<const BlockKey> chain, std::span<const NewBlock> blocks,
+                   std::int64_t now_us, std::uint64_t session,
+                   std::span<const TierMask> held_tiers);
   void Hold(const BlockKey& key);
   void Unhold(const BlockKey& key);
 
@@ -273,7 +277,7 @@ class CacheEngine {
   bool load_needs_fastest_ = false;
   tiers::TierKind fastest_ = tiers::TierKind::kHbm;
   std::array<std::uint64_t, kTierKinds> used_{};
-  std::vector<TierMask> masks_;  // Load's scratch: the prefix blocks' tiers
+  std::vector<TierMask> masks_;  // Load's and Serve's scratch: the chain's blocks' tiers
   // Blocks being loaded, brought up or moved down (how many times each): not victims.
   absl::flat_hash_map<BlockKey, std::uint32_t> moving_;
   std::vector<NewBlock> fresh_;               // Serve's scratch
