@@ -344,6 +344,7 @@ absl::StatusOr<std::vector<BlockKey>> BlockStore::Commit(std::string_view tenant
     std::uint64_t session;
   };
   std::vector<std::pair<std::shared_ptr<const std::vector<BlockKey>>, std::vector<Passed>>> passed;
+  absl::flat_hash_set<BlockKey> passed_keys;  // their keys (a key committed twice in one batch)
   const auto publish = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     const std::int64_t now = PolicyNow();
     for (auto& [chain, blocks] : passed) {
@@ -397,12 +398,7 @@ absl::StatusOr<std::vector<BlockKey>> BlockStore::Commit(std::string_view tenant
           "lease {}: checksum {:016x} does not match the bytes written ({:016x}); block dropped",
           id, c.checksum, sum));
     }
-    const bool taken =
-        index_.Tiers(lease.internal) != 0 ||
-        std::any_of(passed.begin(), passed.end(), [&](const auto& group) {
-          return std::any_of(group.second.begin(), group.second.end(),
-                             [&](const Passed& p) { return p.block.key == lease.internal; });
-        });
+    const bool taken = index_.Tiers(lease.internal) != 0 || passed_keys.contains(lease.internal);
     if (taken) {  // someone else committed it meanwhile
       committed.push_back(lease.key);
       EndLease(c.lease_id, lease);
@@ -433,6 +429,7 @@ absl::StatusOr<std::vector<BlockKey>> BlockStore::Commit(std::string_view tenant
       group = std::prev(passed.end());
     }
     group->second.push_back(Passed{lease.chain_pos, block, lease.session});
+    passed_keys.insert(lease.internal);
     ++stats_.commits;
     committed.push_back(lease.key);
     ForgetWriteLease(lease);
