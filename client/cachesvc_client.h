@@ -139,7 +139,7 @@ typedef struct cachesvc_load_result {
 
 typedef struct cachesvc_save_result {
   size_t blocks_committed; /* newly stored */
-  size_t blocks_skipped;   /* already stored */
+  size_t blocks_skipped;   /* already stored, or no room for them */
   size_t blocks_kept_raw;  /* lossy codec asked for, NaN/Inf found: stored RAW */
   int32_t tag_status;      /* cachesvc_status of tagging blocks with sessions (not a save
                               error); when not OK, cachesvc_last_error() says why */

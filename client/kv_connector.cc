@@ -681,8 +681,10 @@ absl::Status KvConnector::SaveItemNow(Connection& conn, SaveItem& item, SaveResu
                   kernels::CodecId codec) -> absl::Status {
     for (std::size_t at = 0; at < block_keys.size(); at += kSaveChunkBlocks) {
       const std::size_t len = std::min(kSaveChunkBlocks, block_keys.size() - at);
+      // The session tells the daemon's placement whose blocks these are (a closed session's
+      // leave first).
       auto committed = conn.client->Save(block_keys.subspan(at, len), views.subspan(at, len),
-                                         CodecToProto(codec));
+                                         CodecToProto(codec), item.session_id);
       if (!committed.ok()) {
         if (!conn.client->data_plane()->health().ok()) conn.broken.store(true);
         return Note(conn, committed.status());

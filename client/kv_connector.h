@@ -103,7 +103,7 @@ struct SaveOptions {
 
 struct SaveResult {
   std::size_t blocks_committed = 0;  // newly stored
-  std::size_t blocks_skipped = 0;    // the daemon already had them
+  std::size_t blocks_skipped = 0;    // the daemon already had them, or had no room for them
   std::size_t blocks_kept_raw = 0;   // lossy codec asked for, but NaN/Inf in the block
   // The outcome of tagging blocks with their sessions (OK when nothing needed tagging). Not part
   // of whether the save succeeded.

@@ -57,7 +57,7 @@ class LoadResult:
 @dataclasses.dataclass(frozen=True)
 class SaveResult:
     blocks_committed: int  # newly stored
-    blocks_skipped: int    # the daemon already had them
+    blocks_skipped: int    # the daemon already had them, or had no room for them
     blocks_kept_raw: int   # a lossy codec was asked for but the block held NaN/Inf
     tag_error: str         # "" or why tagging blocks with their session failed (not a save error)
 
