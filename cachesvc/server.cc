@@ -106,6 +106,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const Config& config, Daem
                                                       Env* env) {
   if (absl::Status s = ProbeListenAddress(config.listen); !s.ok()) return s;
   std::unique_ptr<Server> self(new Server());
+  self->env_ = env;
   self->keep_volatile_on_exit_ = config.keep_volatile_on_exit;
 
   auto tenants = TenantRegistry::Open(config.tenants, data_dir);
@@ -207,7 +208,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const Config& config, Daem
     self->address_ =
         fmt::format("{}:{}", self->address_.substr(0, self->address_.rfind(':')), selected_port);
   }
-  if (self->store_ != nullptr) self->reaper_ = std::thread([s = self.get()] { s->ReapLeases(); });
+  if (self->store_ != nullptr) {
+    self->reaper_ = env->StartThread("cachesvc-reaper", [s = self.get()] { s->ReapLeases(); });
+  }
   return self;
 }
 
@@ -236,7 +239,7 @@ absl::Status Server::StartLocalDataPlane(const LocalOptions& options, TierSet* t
 }
 
 void Server::ReapLeases() {
-  auto next_expiry = std::chrono::steady_clock::now();
+  auto next_expiry = env_->Now();
   for (;;) {
     {
       // Prefetches are due to the millisecond scale of tool calls; lease expiry is coarser.
@@ -248,9 +251,9 @@ void Server::ReapLeases() {
     if (std::size_t n = store_->Prefetch(); n > 0) {
       spdlog::debug("staged {} blocks of sessions due back", n);
     }
-    if (std::chrono::steady_clock::now() >= next_expiry) {
+    if (env_->Now() >= next_expiry) {
       if (std::size_t n = store_->ExpireLeases(); n > 0) spdlog::info("{} leases timed out", n);
-      next_expiry = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+      next_expiry = env_->Now() + std::chrono::seconds(1);
     }
   }
 }

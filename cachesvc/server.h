@@ -101,6 +101,7 @@ class Server {
   std::unique_ptr<AdminServiceImpl> admin_;
   std::unique_ptr<grpc::Server> server_;
   std::string address_;
+  Env* env_ = Env::Default();  // the store's and the reaper's clock
   std::thread reaper_;
   Mutex reaper_mu_;
   CondVar reaper_cv_;
