@@ -143,9 +143,10 @@ absl::StatusOr<std::vector<ReadLease>> BlockStore::Lease(std::string_view tenant
                                                          bool one_read,
                                                          std::string_view session_id) {
   const std::vector<BlockKey> chain = TenantBlockKeys(salt, keys);  // hashing outside the lock
+  const std::uint64_t session = SessionId(tenant, session_id);
   MutexLock lock(&mu_);
   tiers::Tier* host = TierOf(TierKind::kHost);
-  const LoadResult loaded = engine_->Load(chain, PolicyNow(), SessionId(tenant, session_id));
+  const LoadResult loaded = engine_->Load(chain, PolicyNow(), session);
   if (!loaded.failed.ok()) NoteFailedLoad(chain[loaded.prefix], loaded.failed);
   std::vector<ReadLease> out;
   const std::int64_t now_us = env_->NowMicros();
@@ -276,11 +277,11 @@ absl::StatusOr<AllocateResult> BlockStore::Allocate(
     std::uint64_t layout_fingerprint, std::uint64_t host_quota_bytes, std::string_view session_id) {
   if (length == 0) return absl::InvalidArgumentError("block length must be > 0");
   auto chain = std::make_shared<const std::vector<BlockKey>>(TenantBlockKeys(salt, keys));
+  const std::uint64_t session = SessionId(tenant, session_id);
   MutexLock lock(&mu_);
   AllocateResult result;
   const std::string owner(tenant);
   const unsigned host_index = static_cast<unsigned>(TierKind::kHost);
-  const std::uint64_t session = SessionId(tenant, session_id);
   absl::flat_hash_set<BlockKey> seen;
   std::vector<std::size_t> fresh;  // positions in the chain of the blocks to write
   for (std::size_t i = 0; i < keys.size(); ++i) {
@@ -536,8 +537,6 @@ void BlockStore::EndWrite(std::uint64_t lease_id, const absl::Status& received) 
   if (lease.released && lease.transfers == 0) EndLease(lease_id, lease);
 }
 
-std::int64_t BlockStore::NowUs() const { return env_->NowMicros(); }
-
 std::vector<BlockKey> BlockStore::TenantBlockKeys(std::string_view salt,
                                                   std::span<const BlockKey> keys) {
   std::vector<BlockKey> out;
@@ -554,7 +553,7 @@ void BlockStore::ForgetWriteLease(const LeaseRecord& lease) {
 }
 
 std::int64_t BlockStore::PolicyNow() {
-  clock_us_ = std::max(clock_us_, NowUs());
+  clock_us_ = std::max(clock_us_, env_->NowMicros());
   return clock_us_;
 }
 

@@ -274,9 +274,6 @@ class BlockStore final : public UcxBlockHandler {
   // Bytes of `tier` the tenant's blocks use.
   [[nodiscard]] std::uint64_t TenantBytes(std::string_view tenant, tiers::TierKind tier) const;
 
-  // The Env's monotonic microseconds: the one time scale of leases, access times and the policy.
-  [[nodiscard]] std::int64_t NowUs() const;
-
   // UcxBlockHandler: the data plane's requests (any thread).
   [[nodiscard]] absl::StatusOr<ReadGrant> BeginRead(std::uint64_t lease_id) override;
   void EndRead(std::uint64_t lease_id, const absl::Status& sent) override;
@@ -355,7 +352,8 @@ class BlockStore final : public UcxBlockHandler {
   void CountSessionRefs(std::span<const BlockKey> keys, int delta)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   static std::vector<BlockKey> SessionKeys(const SessionBlocks& s);
-  // NowUs(), never going back: the time of a policy notification (several may share one).
+  // The Env's NowMicros() (the one time scale of leases, access times and the policy), never
+  // going back: the time of a policy notification (several may share one).
   std::int64_t PolicyNow() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A block recovered from NVMe has no recorded tenant; the first tenant whose salt names it
   // owns it from then on (the key is tenant-scoped, so only that tenant can name it).
@@ -399,7 +397,7 @@ class BlockStore final : public UcxBlockHandler {
   // Sessions by tenant + '\n' + session id, and how many sessions reference each block.
   absl::flat_hash_map<std::string, SessionBlocks> sessions_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<BlockKey, std::uint32_t> session_refs_ ABSL_GUARDED_BY(mu_);
-  std::int64_t clock_us_ ABSL_GUARDED_BY(mu_) = 0;  // the last NowUs() the policy was told
+  std::int64_t clock_us_ ABSL_GUARDED_BY(mu_) = 0;  // the last time the policy was told
 };
 
 }  // namespace cachesvc

@@ -29,7 +29,9 @@ absl::Status BlockStore::Placement::Copy(const BlockKey& key, const BlockEntry& 
   tiers::Tier* out = store_->TierOf(to);
   if (src == nullptr || out == nullptr) return absl::FailedPreconditionError("no such tier");
   const TierCopy have = entry.Copy(from);
-  if (auto mem = src->Memory(have.slot()); mem.ok()) {  // from memory: one write
+  if (from != TierKind::kNvme) {  // from memory: one write
+    auto mem = src->Memory(have.slot());
+    if (!mem.ok()) return mem.status();
     tiers::BlockMeta meta;
     meta.key = key.bytes;
     meta.layout_fingerprint = entry.layout_fingerprint;

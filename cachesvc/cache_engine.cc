@@ -110,19 +110,25 @@ LoadResult CacheEngine::Load(std::span<const BlockKey> chain, std::int64_t now_u
   // The prefix's blocks are not victims while it is brought up (making room for one must not
   // push out another, nor the copy it is read from).
   for (std::size_t i = 0; i < prefix; ++i) Hold(chain[i]);
+  // Once the fastest tier has no room, it has none for the rest of the prefix either (only held
+  // blocks are left to evict): the rest is served from where it is, without asking again.
+  bool fastest_full = false;
   for (std::size_t i = 0; i < prefix; ++i) {
     const BlockKey& key = chain[i];
     const TierMask held = masks_[i] & present_;
     if ((held & TierBit(fastest_)) != 0) {
       policy_->Touched(key, fastest_, now_us);
-    } else if (absl::Status st = Promote(key, held, now_us); !st.ok()) {
+    } else if (absl::Status st = fastest_full ? absl::ResourceExhaustedError("fastest tier full")
+                                              : Promote(key, held, now_us);
+               !st.ok()) {
       // Not brought up: a miss where the reader needs the fastest tier (the daemon's clients read
       // host memory), else a hit served from the tier that holds it (an engine copies it into
       // its own memory). A copy that failed its checksum is a miss either way.
-      if (load_needs_fastest_ || !absl::IsResourceExhausted(st)) {
+      if (daemon_clients_ || !absl::IsResourceExhausted(st)) {
         r.failed = st;
         break;
       }
+      fastest_full = true;
       ++stats_.not_promoted;
     } else {
       ++stats_.promoted;
@@ -151,14 +157,18 @@ absl::StatusOr<std::vector<CacheEngine::Slot>> CacheEngine::Reserve(
   std::vector<Slot> slots;
   slots.reserve(count);
   absl::Status failed;
+  // The tiers that may take the blocks, fastest first. A tier that found no room once has none
+  // for the rest of the request (it could only evict the request's own, held, blocks).
+  TierMask open = (spill & present_) | TierBit(fastest_);
   while (slots.size() < count) {
+    absl::StatusOr<TierCopy> slot = absl::ResourceExhaustedError("no tier has room");
     TierKind tier = fastest_;
-    auto slot = MakeRoom(tier, bytes, now_us, 0);
-    for (TierKind t : kFastestFirst) {  // the fastest has no room: the next one that may take it
-      if (slot.ok()) break;
-      if (Index(t) <= Index(fastest_) || (spill & present_ & TierBit(t)) == 0) continue;
+    for (TierKind t : kFastestFirst) {
+      if (Index(t) < Index(fastest_) || (open & TierBit(t)) == 0) continue;
       tier = t;
       slot = MakeRoom(tier, bytes, now_us, 0);
+      if (slot.ok() || !absl::IsResourceExhausted(slot.status())) break;
+      open &= static_cast<TierMask>(~TierBit(t));
     }
     if (!slot.ok()) {
       failed = slot.status();
@@ -230,7 +240,9 @@ ServeResult CacheEngine::Serve(std::span<const BlockKey> chain, std::int64_t now
     fresh_.push_back(b);
   }
   if (!fresh_.empty()) {
-    auto slots = Reserve(chain, fresh_.size(), block_bytes, now_us, session, serve_spill_);
+    // The daemon's clients write host memory only: no spill below it for them.
+    auto slots = Reserve(chain, fresh_.size(), block_bytes, now_us, session,
+                         daemon_clients_ ? 0 : kAllTiers);
     const std::size_t got = slots.ok() ? slots->size() : 0;
     r.not_admitted = static_cast<std::uint32_t>(fresh_.size() - got);
     fresh_.resize(got);

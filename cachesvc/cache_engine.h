@@ -175,10 +175,7 @@ class CacheEngine {
   // stops at a block it cannot bring up, and its allocations do not spill. daemon_clients()
   // makes Load and Serve behave as for the daemon's store (which sets it when it opens; the
   // equivalence test sets it on the replay's engine).
-  void set_daemon_clients(bool on) {
-    load_needs_fastest_ = on;
-    serve_spill_ = on ? 0 : kAllTiers;
-  }
+  void set_daemon_clients(bool on) { daemon_clients_ = on; }
   // Step 3: `blocks` (each with its reserved slot, stored_bytes and codec set, and the
   // block-wide fields of its entry) enter their tiers; the chain's stored blocks are touched in
   // the fastest tier holding them, all in chain order.
@@ -273,8 +270,7 @@ class CacheEngine {
   PlacementTiers* tiers_;
   bool exclusive_ = false;
   TierMask present_ = 0;
-  TierMask serve_spill_ = kAllTiers;
-  bool load_needs_fastest_ = false;
+  bool daemon_clients_ = false;
   tiers::TierKind fastest_ = tiers::TierKind::kHbm;
   std::array<std::uint64_t, kTierKinds> used_{};
   std::vector<TierMask> masks_;  // Load's and Serve's scratch: the chain's blocks' tiers
